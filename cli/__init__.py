@@ -1,0 +1,1 @@
+"""segtool's command line (typer); `segtool --help` lists the commands."""

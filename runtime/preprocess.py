@@ -1,0 +1,76 @@
+"""Image array -> model input tensor, in numpy.
+
+Equal to torchvision's ``ToTensor()`` + ``Normalize(mean, std)``: because the input is 8-bit,
+each channel's whole transform is a 256-entry lookup table computed with the same float32
+operations torchvision uses (x / 255, then (x - mean) / std), so the result is bit-identical
+and costs one table lookup per pixel, with the BGR->RGB swap folded into which plane is read.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .errors import SegtoolError
+
+COLOR_ORDERS = ("bgr", "rgb")
+
+
+def to_uint8_3ch(image: np.ndarray, color: str = "bgr") -> np.ndarray:
+    """Bring any common image array to HxWx3 uint8 in the given colour order.
+
+    Accepts HxW or HxWx1 grayscale, HxWx3, HxWx4 (alpha dropped; BGRA if ``color='bgr'``,
+    RGBA if ``'rgb'``), as uint8 or uint16 (16-bit is scaled to 8-bit, rounding to nearest).
+    """
+    if color not in COLOR_ORDERS:
+        raise SegtoolError(f"unknown colour order {color!r}: use 'bgr' or 'rgb'")
+    image = np.asarray(image)
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise SegtoolError(f"unsupported image dtype {image.dtype}: expected uint8 or uint16")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise SegtoolError(f"unsupported image shape {image.shape}: expected HxW, HxWx3 or HxWx4")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise SegtoolError(f"empty image of shape {image.shape}")
+    return image[:, :, :3]
+
+
+def resize_long_side(image: np.ndarray, max_size: int | None) -> np.ndarray:
+    """Shrink so the long side is at most ``max_size`` (area interpolation); never enlarge."""
+    if not max_size:
+        return image
+    h, w = image.shape[:2]
+    scale = max_size / max(h, w)
+    if scale >= 1:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+class Normalizer:
+    """HxWx3 uint8 images -> float32 NCHW tensor normalized for the model."""
+
+    def __init__(self, mean, std, model_order: str = "RGB"):
+        x = np.arange(256, dtype=np.float32) / np.float32(255)
+        mean = np.asarray(mean, dtype=np.float32)
+        std = np.asarray(std, dtype=np.float32)
+        self.tables = [(x - mean[c]) / std[c] for c in range(3)]  # float32, as torchvision computes it
+        self.model_order = model_order.lower()
+
+    def __call__(self, images: list[np.ndarray], color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
+        """Stack equally sized HxWx3 uint8 images into one [N, 3, H, W] float32 batch."""
+        h, w = images[0].shape[:2]
+        if out is None:
+            out = np.empty((len(images), 3, h, w), dtype=np.float32)
+        for n, image in enumerate(images):
+            if image.shape[:2] != (h, w):
+                raise SegtoolError("images in one batch must have the same size")
+            for c in range(3):
+                src = c if color == self.model_order else 2 - c
+                np.take(self.tables[c], image[:, :, src], out=out[n, c])
+        return out

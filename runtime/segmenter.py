@@ -1,0 +1,74 @@
+"""``Segmenter``: one exported model, ready to turn images into label maps.
+
+It owns the ONNX Runtime session and everything the file's metadata says about the model;
+data flows one way through it: image array -> normalized tensor -> output -> uint8 labels.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SegtoolError
+from .metadata import OUTPUT_LABELS, ModelMetadata
+from .postprocess import argmax_channels, resize_labels
+from .preprocess import Normalizer, resize_long_side, to_uint8_3ch
+from .session import create_session
+
+
+class Segmenter:
+    """Run an exported segtool model.
+
+    >>> seg = Segmenter("models/fcn_resnet50.onnx")          # device="auto": CUDA if it starts, else CPU
+    >>> labels = seg.segment(cv2.imread("street.jpg"))       # HxW uint8 class indices, BGR input
+    >>> seg.meta.classes[labels[0, 0]], seg.provider
+    """
+
+    def __init__(self, model_path: str | Path, device: str = "auto", threads: int | None = None,
+                 warn_random: bool = True):
+        path = Path(model_path)
+        if not path.is_file():
+            raise SegtoolError(f"model {path} not found: create it with `segtool export` (or pass --model PATH)", 2)
+        try:
+            self.session, self.provider = create_session(str(path), device, threads)
+        except SegtoolError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ORT raises several types for unreadable models
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise SegtoolError(f"{path}: not a usable ONNX model ({first})", 2) from None
+        self.path = path
+        self.meta = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, str(path))
+        self.input_name = self.session.get_inputs()[0].name
+        self.normalize = Normalizer(self.meta.mean, self.meta.std, self.meta.channel_order)
+        if warn_random and self.meta.random_weights:
+            print(f"segtool: warning: {path} holds {self.meta.weights_label}: its labels are meaningless "
+                  "(for tests and benchmarks only)", file=sys.stderr)
+
+    def prepare(self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None) -> np.ndarray:
+        """Equally sized images (any layout ``to_uint8_3ch`` takes) -> [N, 3, h, w] model input."""
+        ready = [resize_long_side(to_uint8_3ch(im, color), max_size) for im in images]
+        return self.normalize(ready, color)
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """Raw model output for a prepared batch: logits [N, C, h, w] or labels [N, h, w]."""
+        return self.session.run(None, {self.input_name: tensor})[0]
+
+    def labels_from_output(self, output: np.ndarray) -> np.ndarray:
+        if self.meta.output == OUTPUT_LABELS:
+            return output.astype(np.uint8, copy=False)
+        return argmax_channels(output)
+
+    def segment_batch(self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None) -> list[np.ndarray]:
+        """Label maps for equally sized images, at their own resolution."""
+        labels = self.labels_from_output(self.run(self.prepare(images, color, max_size)))
+        h, w = np.asarray(images[0]).shape[:2]
+        return [resize_labels(one, h, w) for one in labels]
+
+    def segment(self, image: np.ndarray, color: str = "bgr", max_size: int | None = None) -> np.ndarray:
+        """HxW uint8 class indices for one image (BGR by default, as OpenCV reads files).
+
+        ``max_size`` caps the long side used for inference; labels come back at full size.
+        """
+        return self.segment_batch([image], color, max_size)[0]

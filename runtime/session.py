@@ -1,0 +1,109 @@
+"""ONNX Runtime session creation: which execution provider runs, and proof that it really does.
+
+ONNX Runtime quietly falls back to the CPU when a GPU provider cannot start (missing CUDA
+libraries, no driver), and logs the reason as multi-line errors. segtool asks for what the
+user chose, then checks ``session.get_providers()``: ``auto`` takes the best provider that
+really starts, without the log noise; an explicit ``cuda``/``tensorrt`` that cannot be had is
+an error, never a silent CPU run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnxruntime as ort
+
+from .errors import SegtoolError
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+_QUIET, _ERRORS = 4, 3  # ONNX Runtime log severities: fatal only, errors
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Defaults chosen for varying input sizes on small machines.
+
+    Memory patterns are planned per input shape and the CPU arena keeps the largest blocks it
+    has seen, so with images of many sizes both make memory grow; turned off they keep the
+    process flat at equal speed (see docs/BENCHMARKS.md).
+    """
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_mem_pattern = False
+    so.enable_cpu_mem_arena = False
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = _ERRORS
+    return so
+
+
+def provider_chain(device: str, cache_dir: str | None = None) -> list:
+    """The provider list handed to ONNX Runtime for a device name (options per ORT's EP docs)."""
+    if device == "cpu":
+        return [CPU]
+    cuda = (CUDA, {"cudnn_conv_algo_search": os.environ.get("SEGTOOL_CUDNN_ALGO_SEARCH", "HEURISTIC"),
+                   "arena_extend_strategy": "kSameAsRequested"})
+    if device == "cuda":
+        return [cuda, CPU]
+    trt_options = {"trt_fp16_enable": False}
+    if cache_dir:
+        trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache_dir,
+                           trt_timing_cache_enable=True, trt_timing_cache_path=cache_dir)
+    return [(TENSORRT, trt_options), cuda, CPU]
+
+
+def _preload_gpu_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* wheels when present (``segtool[cuda]``); harmless if not."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload(directory="")
+        except Exception:  # noqa: BLE001 - a missing library shows up as the provider not starting
+            pass
+
+
+def _open(model, options: ort.SessionOptions, providers: list, quiet: bool) -> ort.InferenceSession:
+    if quiet:
+        ort.set_default_logger_severity(_QUIET)
+        options.log_severity_level = _QUIET
+    try:
+        return ort.InferenceSession(model, options, providers=providers)
+    finally:
+        if quiet:
+            ort.set_default_logger_severity(_ERRORS)
+            options.log_severity_level = _ERRORS
+
+
+def create_session(model, device: str = "auto", threads: int | None = None,
+                   cache_dir: str | None = None) -> tuple[ort.InferenceSession, str]:
+    """Open ``model`` (path or bytes) on ``device``; return the session and the provider running it.
+
+    ``auto`` means CUDA when it really starts, else CPU (TensorRT builds engines for minutes on
+    first use, so it is only used when asked for by name).
+    """
+    if device not in DEVICES:
+        raise SegtoolError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return _open(model, session_options(threads), [CPU], quiet=False), CPU
+    wanted = TENSORRT if device == "tensorrt" else CUDA
+    available = ort.get_available_providers()
+    if wanted not in available:
+        if device == "auto":
+            return _open(model, session_options(threads), [CPU], quiet=False), CPU
+        raise SegtoolError(
+            f"device {device!r} is not offered by this ONNX Runtime {ort.__version__} (providers: "
+            f"{', '.join(available)}); install onnxruntime-gpu, e.g. pip install 'segtool[cuda]'")
+    _preload_gpu_libraries()
+    # Quiet: when the GPU provider cannot start, ORT logs the reason as multi-line errors and
+    # runs the session on the CPU instead; we report that ourselves (and `segtool doctor` shows why).
+    session = _open(model, session_options(threads), provider_chain(device if device != "auto" else "cuda", cache_dir), quiet=True)
+    running = session.get_providers()[0]
+    if running != wanted and device != "auto":
+        raise SegtoolError(
+            f"device {device!r} was requested but ONNX Runtime could not start {wanted} "
+            f"(no GPU, driver, or CUDA/cuDNN libraries?); run `segtool doctor`, or use --device cpu")
+    return session, running
