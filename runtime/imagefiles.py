@@ -41,11 +41,11 @@ def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.nda
         raise SegtoolError(f"{path}: cannot read ({exc.strerror})", 1) from None
     if not data:
         raise SegtoolError(f"{path}: empty file", 1)
+    if jpeg_is_truncated(data):
+        raise SegtoolError(f"{path}: truncated JPEG", 1)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:
         raise SegtoolError(f"{path}: not an image, or corrupt", 1)
-    if jpeg_is_truncated(data):
-        raise SegtoolError(f"{path}: truncated JPEG", 1)
     return image
 
 

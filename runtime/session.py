@@ -9,6 +9,9 @@ an error, never a silent CPU run.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import os
 
 import onnxruntime as ort
@@ -57,9 +60,15 @@ def provider_chain(device: str, cache_dir: str | None = None) -> list:
 
 
 def _preload_gpu_libraries() -> None:
-    """Load CUDA/cuDNN from the nvidia-* wheels when present (``segtool[cuda]``); harmless if not."""
+    """Load CUDA/cuDNN from the nvidia-* wheels (``segtool[cuda]``, or torch's) when they are installed.
+
+    ``onnxruntime.preload_dlls`` prints a line per library it cannot find; where no nvidia wheels
+    exist, system CUDA (LD_LIBRARY_PATH) is ONNX Runtime's own business, so it is not called.
+    """
     preload = getattr(ort, "preload_dlls", None)
-    if preload is not None:
+    if preload is None or importlib.util.find_spec("nvidia") is None:
+        return
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             preload(directory="")
         except Exception:  # noqa: BLE001 - a missing library shows up as the provider not starting

@@ -1,0 +1,71 @@
+"""Shared fixtures: one random-weights export through the real `segtool export` command.
+
+Every test that needs a model uses this file; the PyTorch model it came from is rebuilt from
+the same seed, so parity can be checked independently of the export's own gate.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+SEGTOOL = str(Path(sys.executable).with_name("segtool"))
+SEED = 0
+
+
+def run_segtool(*args, env_extra=None, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run the installed console script as a user would; returns the completed process."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([SEGTOOL, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    """A user error: the expected exit code, no traceback, and a message naming what went wrong."""
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == code, text
+    assert "Traceback" not in text, text
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def export_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "fcn_random.onnx"
+    proc = run_segtool("export", "--weights", "random", "--seed", SEED, "--output", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def model_path(export_run) -> Path:
+    return export_run[0]
+
+
+@pytest.fixture(scope="session")
+def torch_graph():
+    from segtool.export import build_graph
+
+    graph, _ = build_graph("fcn_resnet50", "random", SEED)
+    return graph
+
+
+@pytest.fixture(scope="session")
+def segmenter(model_path):
+    from segtool.runtime import Segmenter
+
+    return Segmenter(model_path, device="cpu", warn_random=False)
+
+
+def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random BGR picture: blobs of colour, like a photo at a glance."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(max(2, height // 12), max(2, width // 12), 3), dtype=np.uint8)
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
