@@ -15,10 +15,12 @@ import typer
 
 from segtool.runtime import Segmenter
 from segtool.runtime.imagefiles import atomic_write_bytes, encode_image, ensure_writable_dir
+from segtool.runtime.outputs import Painter
+from segtool.runtime.sources import IMAGE, Source
 
 from .console import err, format_shares, out
 from .export_cmd import DEFAULT_OUTPUT, load_export_stage, run_export
-from .run_cmd import segment_images
+from .run_images import process_image
 
 
 def make_sample_image(height: int = 480, width: int = 720) -> np.ndarray:
@@ -78,11 +80,9 @@ def demo(
         atomic_write_bytes(image, encode_image(make_sample_image(), ".jpg"))
         err.print(f"made a sample image: {image}")
     seg = Segmenter(model)
-    summary = segment_images(seg, [image], out_dir, 0.5, None)
-    for result in summary["images"]:
-        tag = " [RANDOM WEIGHTS]" if seg.meta.random_weights else ""
-        out.print(f"{result['input']}: {format_shares(result['classes'])}{tag}", markup=False)
-        for kind, path in result["outputs"].items():
-            out.print(f"  {kind:8} {path}", markup=False)
-    if summary["failures"]:
-        raise typer.Exit(1)
+    item = Source(IMAGE, str(image), Path(image).stem)
+    result = process_image(seg, item, Painter(seg.meta), out_dir, ("labels", "mask", "overlay"))
+    tag = " [RANDOM WEIGHTS]" if seg.meta.random_weights else ""
+    out.print(f"{result['input']}: {format_shares(result['classes'])}{tag} (on {seg.provider})", markup=False)
+    for kind, path in result["outputs"].items():
+        out.print(f"  {kind:8} {path}", markup=False)

@@ -43,15 +43,27 @@ class Painter:
         return png.add_text(encode_image(mask, ".png"), self.note)
 
 
-def save_image_outputs(painter: Painter, out_dir: Path, stem: str, image_bgr: np.ndarray,
-                       labels: np.ndarray) -> dict[str, str]:
-    """Write <stem>_labels.png, <stem>_mask.png and <stem>_overlay.jpg; return their paths."""
+IMAGE_KINDS = ("labels", "mask", "overlay", "side-by-side")
+
+
+def save_image_outputs(painter: Painter, out_dir: Path, stem: str, image_bgr: np.ndarray, labels: np.ndarray,
+                       kinds=("labels", "mask", "overlay")) -> dict[str, str]:
+    """Write the chosen pictures: <stem>_labels.png (paletted), <stem>_mask.png, <stem>_overlay.jpg,
+    <stem>_side-by-side.jpg (image | overlay). Returns kind -> path."""
+    base = out_dir / stem
+    base.parent.mkdir(parents=True, exist_ok=True)
     mask = painter.mask(labels)
-    files = {
-        "labels": (out_dir / f"{stem}_labels.png", painter.labels_png(labels)),
-        "mask": (out_dir / f"{stem}_mask.png", painter.mask_png(mask)),
-        "overlay": (out_dir / f"{stem}_overlay.jpg", encode_image(painter.overlay(image_bgr, labels, mask), ".jpg")),
+    overlay = painter.overlay(image_bgr, labels, mask) if {"overlay", "side-by-side"} & set(kinds) else None
+    encoders = {
+        "labels": ("_labels.png", lambda: painter.labels_png(labels)),
+        "mask": ("_mask.png", lambda: painter.mask_png(mask)),
+        "overlay": ("_overlay.jpg", lambda: encode_image(overlay, ".jpg")),
+        "side-by-side": ("_side-by-side.jpg", lambda: encode_image(np.hstack([image_bgr, overlay]), ".jpg")),
     }
-    for path, data in files.values():
-        atomic_write_bytes(path, data)
-    return {kind: str(path) for kind, (path, _) in files.items()}
+    written = {}
+    for kind in kinds:
+        suffix, encode = encoders[kind]
+        path = base.parent / (base.name + suffix)
+        atomic_write_bytes(path, encode())
+        written[kind] = str(path)
+    return written

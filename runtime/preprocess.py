@@ -40,16 +40,22 @@ def to_uint8_3ch(image: np.ndarray, color: str = "bgr") -> np.ndarray:
     return image[:, :, :3]
 
 
-def resize_long_side(image: np.ndarray, max_size: int | None) -> np.ndarray:
-    """Shrink so the long side is at most ``max_size`` (area interpolation); never enlarge."""
-    if not max_size:
-        return image
+def resize_for_inference(image: np.ndarray, max_size: int | None = None,
+                         size: tuple[int, int] | None = None) -> np.ndarray:
+    """The image at inference resolution: exactly ``size`` (width, height) if given, else shrunk
+    so the long side is at most ``max_size`` (never enlarged); unchanged when neither is set."""
     h, w = image.shape[:2]
-    scale = max_size / max(h, w)
-    if scale >= 1:
+    if size:
+        target = (int(size[0]), int(size[1]))
+    elif max_size and max(h, w) > max_size:
+        scale = max_size / max(h, w)
+        target = (max(1, round(w * scale)), max(1, round(h * scale)))
+    else:
         return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if target == (w, h):
+        return image
+    shrinking = target[0] * target[1] < w * h
+    return cv2.resize(image, target, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 class Normalizer:

@@ -14,7 +14,7 @@ import numpy as np
 from .errors import SegtoolError
 from .metadata import OUTPUT_LABELS, ModelMetadata
 from .postprocess import argmax_channels, resize_labels
-from .preprocess import Normalizer, resize_long_side, to_uint8_3ch
+from .preprocess import Normalizer, resize_for_inference, to_uint8_3ch
 from .session import create_session
 
 
@@ -46,9 +46,11 @@ class Segmenter:
             print(f"segtool: warning: {path} holds {self.meta.weights_label}: its labels are meaningless "
                   "(for tests and benchmarks only)", file=sys.stderr)
 
-    def prepare(self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None) -> np.ndarray:
-        """Equally sized images (any layout ``to_uint8_3ch`` takes) -> [N, 3, h, w] model input."""
-        ready = [resize_long_side(to_uint8_3ch(im, color), max_size) for im in images]
+    def prepare(self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None,
+                size: tuple[int, int] | None = None) -> np.ndarray:
+        """Equally sized images (any layout ``to_uint8_3ch`` takes) -> [N, 3, h, w] model input,
+        at inference resolution (``size`` = (width, height), or long side <= ``max_size``)."""
+        ready = [resize_for_inference(to_uint8_3ch(im, color), max_size, size) for im in images]
         return self.normalize(ready, color)
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
@@ -60,15 +62,33 @@ class Segmenter:
             return output.astype(np.uint8, copy=False)
         return argmax_channels(output)
 
-    def segment_batch(self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None) -> list[np.ndarray]:
-        """Label maps for equally sized images, at their own resolution."""
-        labels = self.labels_from_output(self.run(self.prepare(images, color, max_size)))
-        h, w = np.asarray(images[0]).shape[:2]
-        return [resize_labels(one, h, w) for one in labels]
+    def labels_at(self, output: np.ndarray, height: int, width: int) -> list[np.ndarray]:
+        """Model output for a batch -> one label map per image, at (height, width)."""
+        return [resize_labels(one, height, width) for one in self.labels_from_output(output)]
 
-    def segment(self, image: np.ndarray, color: str = "bgr", max_size: int | None = None) -> np.ndarray:
+    def segment_batch(self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None,
+                      size: tuple[int, int] | None = None) -> list[np.ndarray]:
+        """Label maps for equally sized images, at their own resolution."""
+        h, w = np.asarray(images[0]).shape[:2]
+        return self.labels_at(self.run(self.prepare(images, color, max_size, size)), h, w)
+
+    def segment(self, image: np.ndarray, color: str = "bgr", max_size: int | None = None,
+                size: tuple[int, int] | None = None) -> np.ndarray:
         """HxW uint8 class indices for one image (BGR by default, as OpenCV reads files).
 
-        ``max_size`` caps the long side used for inference; labels come back at full size.
+        ``max_size`` caps the long side used for inference, or ``size`` = (width, height) sets it;
+        labels come back at the image's size.
         """
-        return self.segment_batch([image], color, max_size)[0]
+        return self.segment_batch([image], color, max_size, size)[0]
+
+    def segment_video(self, source, max_size: int | None = None, size: tuple[int, int] | None = None,
+                      batch: int = 1, max_frames: int | None = None):
+        """Yield (frame, labels) for each frame of a video file, URL or camera index, in order.
+
+        Decoding and preprocessing run on a background thread ahead of inference; see
+        ``segtool.runtime.video``.
+        """
+        from .video import VideoSource, segment_frames
+
+        with VideoSource(source) as video:
+            yield from segment_frames(self, video.frames(max_frames), max_size=max_size, size=size, batch=batch)

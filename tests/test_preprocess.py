@@ -9,7 +9,7 @@ from torchvision import transforms as T
 
 from segtool.runtime import SegtoolError
 from segtool.runtime.postprocess import argmax_channels, resize_labels
-from segtool.runtime.preprocess import Normalizer, resize_long_side, to_uint8_3ch
+from segtool.runtime.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -56,11 +56,13 @@ def test_unusable_arrays_raise_segtool_error(bad):
         to_uint8_3ch(bad)
 
 
-def test_resize_long_side_shrinks_only():
+def test_resize_for_inference_shrinks_only_or_sets_size():
     image = np.zeros((300, 600, 3), np.uint8)
-    assert resize_long_side(image, 150).shape == (75, 150, 3)
-    assert resize_long_side(image, 1000) is image
-    assert resize_long_side(image, None) is image
+    assert resize_for_inference(image, 150).shape == (75, 150, 3)
+    assert resize_for_inference(image, 1000) is image
+    assert resize_for_inference(image, None) is image
+    assert resize_for_inference(image, size=(640, 360)).shape == (360, 640, 3)
+    assert resize_for_inference(image, 150, size=(64, 32)).shape == (32, 64, 3)  # size wins
 
 
 def test_argmax_matches_numpy_including_ties():

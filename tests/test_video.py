@@ -1,0 +1,159 @@
+"""Videos, folders, globs, streams and cameras through `segtool run` and the Python API."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from segtool.runtime.sources import IMAGE, MISSING, VIDEO, expand
+
+from conftest import SEGTOOL, assert_clean_failure, run_segtool, scene
+
+
+def make_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: float = 12.0) -> list[np.ndarray]:
+    """Write a small mp4 of drifting colour blobs; return the frames as OpenCV decodes them back."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    base = scene(height, width * 2, seed=3)
+    for k in range(frames):
+        writer.write(np.ascontiguousarray(base[:, k % width: k % width + width]))
+    writer.release()
+    capture = cv2.VideoCapture(str(path))
+    decoded = []
+    while (got := capture.read())[0]:
+        decoded.append(got[1])
+    assert len(decoded) == frames
+    return decoded
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), path
+    frames = []
+    while (got := capture.read())[0]:
+        frames.append(got[1])
+    return frames, capture.get(cv2.CAP_PROP_FPS)
+
+
+def test_video_output_keeps_count_size_fps_and_matches_image_path(tmp_path, model_path, segmenter):
+    source = tmp_path / "clip.mp4"
+    decoded = make_video(source, frames=7, fps=12.0)
+    out = tmp_path / "out"
+    proc = run_segtool("run", source, "--model", model_path, "--out", out, "--frames", "--json",
+                       "--save", "overlay,mask,side-by-side", "--batch", "3")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    (result,) = summary["results"]
+    assert result["frames"] == 7 and summary["provider"] and summary["fps"] > 0
+    overlay, fps = read_video(out / "clip_overlay.mp4")
+    assert len(overlay) == 7 and overlay[0].shape == decoded[0].shape and fps == pytest.approx(12.0)
+    side, _ = read_video(out / "clip_side-by-side.mp4")
+    assert len(side) == 7 and side[0].shape == (48, 128, 3)
+    assert len(read_video(out / "clip_mask.mp4")[0]) == 7
+    for k, frame in enumerate(decoded):  # frame k's labels == the image path's labels for that frame
+        labels = np.array(Image.open(out / "clip_frames" / f"{k:06d}_labels.png"))
+        assert np.array_equal(labels, segmenter.segment(frame)), k
+    assert not list(out.glob(".*"))  # no temporary file left
+
+
+def test_opencv_frame_and_same_pixels_as_rgb_give_identical_labels(tmp_path, segmenter):
+    source = tmp_path / "c.mp4"
+    decoded = make_video(source, frames=3)
+    streamed = list(segmenter.segment_video(str(source)))
+    assert len(streamed) == 3
+    for (frame, labels), bgr in zip(streamed, decoded):
+        assert np.array_equal(frame, bgr)
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        assert np.array_equal(labels, segmenter.segment(rgb, color="rgb"))
+        assert np.array_equal(labels, segmenter.segment(bgr))
+    # The seed's bug, for contrast: BGR pixels declared as RGB form a different model input.
+    assert not np.array_equal(segmenter.prepare([decoded[0]], "bgr"), segmenter.prepare([decoded[0]], "rgb"))
+
+
+def test_folder_with_bad_files_goes_on_and_lists_them(tmp_path, model_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.jpg"), scene(30, 40, 1))
+    cv2.imwrite(str(folder / "sub" / "a.jpg"), scene(30, 40, 2))
+    (folder / "empty.png").write_bytes(b"")
+    whole = cv2.imencode(".jpg", scene(200, 200))[1].tobytes()
+    (folder / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.txt").write_text("shopping list\n")
+    out = tmp_path / "out"
+    proc = run_segtool("run", folder, "--recursive", "--model", model_path, "--out", out, "--json")
+    assert_clean_failure(proc, 1, "empty.png: empty file", "cut.jpg: truncated JPEG", "notes.txt: cannot open",
+                         "3 of 5 input(s) failed")
+    summary = json.loads(proc.stdout)
+    assert sorted(r["input"] for r in summary["results"]) == [str(folder / "a.jpg"), str(folder / "sub" / "a.jpg")]
+    assert (out / "a_labels.png").is_file() and (out / "sub" / "a_labels.png").is_file()  # no collision
+
+
+def test_expand_detects_kinds_globs_and_folders(tmp_path):
+    (tmp_path / "d" / "deep").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "d" / "x.png"), scene(8, 8))
+    cv2.imwrite(str(tmp_path / "d" / "deep" / "y.png"), scene(8, 8))
+    (tmp_path / "noext").write_bytes(cv2.imencode(".png", scene(8, 8))[1].tobytes())  # found by its bytes
+    make_video(tmp_path / "v.mp4", 2)
+    flat = expand([str(tmp_path / "d")])
+    assert [(i.kind, i.stem) for i in flat] == [(IMAGE, "x")]
+    deep = expand([str(tmp_path / "d")], recursive=True)
+    assert [(i.kind, i.stem) for i in deep] == [(IMAGE, "deep/y"), (IMAGE, "x")]
+    globbed = expand([str(tmp_path / "d" / "**" / "*.png")])
+    assert sorted(i.stem for i in globbed) == ["x", "y"]
+    items = expand([str(tmp_path / "v.mp4"), str(tmp_path / "noext"), str(tmp_path / "none*.jpg"),
+                    "rtsp://camera.local/live", str(tmp_path / "d" / "x.png")], cameras=[0])
+    assert [i.kind for i in items] == [VIDEO, IMAGE, MISSING, VIDEO, IMAGE, VIDEO]
+    assert items[3].live and items[5].live and items[5].location == 0 and not items[0].live
+
+
+def test_stream_url_opened_through_opencv(tmp_path, model_path):
+    source = tmp_path / "cam.mp4"
+    make_video(source, frames=4)
+    proc = run_segtool("run", f"file://{source}", "--model", model_path, "--out", tmp_path / "o", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_video(tmp_path / "o" / "cam_overlay.mp4")[0]) == 4
+
+
+def test_unopenable_camera_and_corrupt_video_are_clear_errors(tmp_path, model_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    proc = run_segtool("run", bad, "--camera", "57", "--model", model_path, "--out", tmp_path / "o")
+    assert_clean_failure(proc, 1, "broken.mp4: cannot open", "camera 57: cannot open", "2 of 2 input(s) failed")
+    assert not list((tmp_path / "o").iterdir())  # nothing half-written
+
+
+def test_show_without_gui_is_one_line(tmp_path, model_path):
+    from segtool.cli.run_video import gui_available
+
+    source = tmp_path / "a.png"
+    cv2.imwrite(str(source), scene(8, 8))
+    if gui_available():  # a desktop OpenCV build: nothing to refuse here
+        return
+    proc = run_segtool("run", source, "--model", model_path, "--show")
+    assert_clean_failure(proc, 2, "--show needs OpenCV with GUI support")
+
+
+def test_ctrl_c_mid_video_leaves_a_playable_file(tmp_path, model_path):
+    source = tmp_path / "long.mp4"
+    make_video(source, frames=400, width=96, height=64)
+    out = tmp_path / "out"
+    process = subprocess.Popen([SEGTOOL, "run", str(source), "--model", str(model_path), "--out", str(out),
+                                "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".long_overlay*")) and time.monotonic() < deadline:  # the writer has started
+        time.sleep(0.2)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stdout + stderr and "interrupted" in stdout
+    frames, _ = read_video(out / "long_overlay.mp4")
+    assert 0 < len(frames) < 400 and frames[0].shape == (64, 96, 3)
+    assert not list(out.glob(".*"))
