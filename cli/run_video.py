@@ -41,13 +41,13 @@ def process_video(seg: Segmenter, item: Source, painter: Painter, out_dir: Path,
             total = min(total, max_frames) if total else max_frames
         task = progress.add_task(str(item), total=total, fps="")
         outputs = VideoOutputs(out_dir, item.stem, video.fps, video.width, video.height, painter, kinds)
-        interrupted, failure = False, None
+        interrupted, failure, done = False, None, 0
         try:
             for frame, labels in segment_frames(seg, video.frames(max_frames), max_size, size, batch):
                 outputs.put(frame, labels)
                 counts += np.bincount(labels.ravel(), minlength=len(counts))[: len(counts)]
-                done = video.frames_read
-                progress.update(task, completed=outputs.frames_written, fps=f"{done / (time.perf_counter() - started):.2f} fps")
+                done += 1
+                progress.update(task, completed=done, fps=f"{done / (time.perf_counter() - started):.2f} fps")
                 if show:
                     cv2.imshow(WINDOW, painter.overlay(frame, labels))
                     if cv2.waitKey(1) & 0xFF in (ord("q"), 27):

@@ -66,14 +66,34 @@ def build_graph(model: str = "fcn_resnet50", weights: str = "DEFAULT", seed: int
     return SegmentationGraph(net, labels_output).eval(), meta
 
 
+def count_flops(graph: SegmentationGraph, height: int = 520, width: int = 520) -> dict:
+    """FLOPs of one forward pass (2 per multiply-add, torch's counter), stored so the benchmark
+    can report achieved GFLOP/s; convolution cost grows with the pixel count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        graph.model(torch.zeros(1, 3, height, width))
+    total = counter.get_total_flops()
+    return {"flops": int(total), "height": height, "width": width, "per_pixel": total / (height * width)}
+
+
 def export_model(output: str | Path, model: str = "fcn_resnet50", weights: str = "DEFAULT", seed: int = 0,
                  verify: bool = True, atol: float = 1e-3, min_agreement: float = 0.999,
-                 shapes=parity.DEFAULT_SHAPES, labels_output: bool = False, opset: int = DEFAULT_OPSET,
+                 shapes=parity.DEFAULT_SHAPES, labels_output: bool = False, precision: str = "fp32",
+                 calibration: Path | None = None, calibration_count: int = 8, calibration_size: int = 384,
+                 opset: int = DEFAULT_OPSET,
                  progress: Callable[[str], None] = lambda message: None) -> ExportResult:
-    """Export ``model`` to ``output``; returns the parity table. Writes nothing if the gate fails."""
+    """Export ``model`` to ``output``; returns the parity table. Writes nothing if the gate fails.
+
+    ``precision`` int8 or fp16 derives that variant from the verified fp32 graph and records
+    its agreement with fp32 in the metadata (``segtool.variant``).
+    """
     output = Path(output)
     progress("loading weights")
     graph, meta = build_graph(model, weights, seed, labels_output)
+    progress("counting FLOPs")
+    meta.extra["flops"] = count_flops(graph)
     progress("exporting to ONNX")
     proto = to_onnx(graph, opset)
     if verify:
@@ -91,6 +111,16 @@ def export_model(output: str | Path, model: str = "fcn_resnet50", weights: str =
         meta.extra["parity"]["rows"] = [r.as_dict() for r in rows]
     if not passed:
         return ExportResult(None, meta, rows, passed=False)
+    meta.extra["precision"] = precision
+    if precision != "fp32":
+        from .variants import make_variant
+
+        progress(f"making the {precision} variant")
+        data, record = make_variant(proto.SerializeToString(), precision, meta.mean, meta.std, shapes, calibration,
+                                    calibration_count, calibration_size)
+        meta.extra["variant"] = record
+        proto = onnx.load_from_string(data)
+        del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta.to_props())
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(output, proto.SerializeToString())

@@ -41,6 +41,11 @@ class ModelMetadata:
         return self.weights.get("kind") == "random"
 
     @property
+    def precision(self) -> str:
+        """fp32, int8 (CPU-targeted) or fp16 (GPU-targeted)."""
+        return str(self.extra.get("precision", "fp32"))
+
+    @property
     def weights_label(self) -> str:
         """One short human string for the weights: the thing every output must be honest about."""
         kind = self.weights.get("kind")

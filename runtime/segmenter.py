@@ -15,7 +15,7 @@ from .errors import SegtoolError
 from .metadata import OUTPUT_LABELS, ModelMetadata
 from .postprocess import argmax_channels, resize_labels
 from .preprocess import Normalizer, resize_for_inference, to_uint8_3ch
-from .session import create_session
+from .session import CPU, create_session
 
 
 class Segmenter:
@@ -42,9 +42,15 @@ class Segmenter:
         self.meta = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, str(path))
         self.input_name = self.session.get_inputs()[0].name
         self.normalize = Normalizer(self.meta.mean, self.meta.std, self.meta.channel_order)
+        self.output_name = self.session.get_outputs()[0].name
+        # On a GPU, IO binding lets ONNX Runtime place the output itself and copy it to the host once.
+        self.io_binding = self.provider != CPU
         if warn_random and self.meta.random_weights:
             print(f"segtool: warning: {path} holds {self.meta.weights_label}: its labels are meaningless "
                   "(for tests and benchmarks only)", file=sys.stderr)
+        if self.meta.precision == "fp16" and self.provider == CPU:
+            print(f"segtool: warning: {path} is an fp16 model meant for GPU providers; on the CPU it runs "
+                  "slower than fp32 (use an fp32 or int8 export there)", file=sys.stderr)
 
     def prepare(self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None,
                 size: tuple[int, int] | None = None) -> np.ndarray:
@@ -55,7 +61,13 @@ class Segmenter:
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Raw model output for a prepared batch: logits [N, C, h, w] or labels [N, h, w]."""
-        return self.session.run(None, {self.input_name: tensor})[0]
+        if not self.io_binding:
+            return self.session.run(None, {self.input_name: tensor})[0]
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, tensor)
+        binding.bind_output(self.output_name)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     def labels_from_output(self, output: np.ndarray) -> np.ndarray:
         if self.meta.output == OUTPUT_LABELS:
