@@ -12,7 +12,7 @@ import typer
 
 from segtool.runtime.errors import SegtoolError
 
-from . import bench_cmd, demo_cmd, doctor_cmd, export_cmd, info_cmd, run_cmd
+from . import bench_cmd, compare_cmd, demo_cmd, doctor_cmd, eval_cmd, export_cmd, info_cmd, run_cmd
 from .console import error_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -23,6 +23,8 @@ app.command("info")(info_cmd.info)
 app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("eval")(eval_cmd.eval_model)
+app.command("compare")(compare_cmd.compare)
 
 
 def main() -> None:

@@ -1,0 +1,149 @@
+"""mIoU and pixel accuracy on VOC-format data, following torchvision's reference protocol.
+
+One confusion matrix (rows: ground truth, columns: prediction) is summed over the whole
+dataset, label 255 ("void") is ignored, IoU_c = TP / (TP + FP + FN), mIoU is the mean over
+classes that occur in ground truth or prediction, pixel accuracy = trace / total. By default
+images are resized so the short side is 520 (image: area/bilinear, mask: nearest), as
+torchvision evaluates these weights; ``resize=None`` evaluates at the original resolution.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from .errors import SegtoolError
+from .imagefiles import read_image
+from .voc import VOC_IGNORE_INDEX, voc_colormap
+
+_PACK = np.array([1 << 16, 1 << 8, 1], np.int64)
+
+
+class ConfusionMatrix:
+    def __init__(self, num_classes: int):
+        self.n = num_classes
+        self.matrix = np.zeros((num_classes, num_classes), np.int64)
+
+    def update(self, target: np.ndarray, prediction: np.ndarray, ignore: int = VOC_IGNORE_INDEX) -> None:
+        keep = (target != ignore) & (target < self.n)
+        index = self.n * target[keep].astype(np.int64) + prediction[keep].astype(np.int64)
+        self.matrix += np.bincount(index, minlength=self.n * self.n).reshape(self.n, self.n)
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU; NaN for a class absent from both ground truth and prediction."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        union = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / union, np.nan)
+
+    def miou(self) -> float:
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(np.trace(self.matrix) / total) if total else float("nan")
+
+
+def read_voc_mask(path: Path) -> np.ndarray:
+    """A SegmentationClass PNG -> class indices. Paletted PNGs are expanded to colours by OpenCV,
+    so colours map back through the VOC colour table; 8-bit gray PNGs hold indices directly."""
+    mask = read_image(path, cv2.IMREAD_UNCHANGED)
+    if mask.ndim == 2:
+        return mask.astype(np.uint8) if mask.dtype == np.uint8 else mask.astype(np.int64)
+    lookup = {int(k): i for i, k in enumerate(voc_colormap()[:, ::-1].astype(np.int64) @ _PACK)}
+    packed = mask[:, :, :3].astype(np.int64) @ _PACK
+    keys, inverse = np.unique(packed, return_inverse=True)
+    unknown = [k for k in keys.tolist() if k not in lookup]
+    if unknown:
+        raise SegtoolError(f"{path}: {len(unknown)} colour(s) outside the VOC palette", 1)
+    return np.array([lookup[k] for k in keys.tolist()], np.uint8)[inverse.reshape(packed.shape)]
+
+
+@dataclass
+class VocSample:
+    id: str
+    image: Path
+    mask: Path
+
+
+def voc_samples(root: Path, split: str = "val", limit: int | None = None) -> list[VocSample]:
+    split_file = Path(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not split_file.is_file():
+        raise SegtoolError(f"{split_file} not found: --data must be a VOC-format folder (JPEGImages/, "
+                           "SegmentationClass/, ImageSets/Segmentation/<split>.txt)", 2)
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    ids = ids[:limit] if limit else ids
+    return [VocSample(i, Path(root) / "JPEGImages" / f"{i}.jpg", Path(root) / "SegmentationClass" / f"{i}.png")
+            for i in ids]
+
+
+def resize_short_side(image: np.ndarray, short: int, interpolation: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = short / min(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return image if size == (w, h) else cv2.resize(image, size, interpolation=interpolation)
+
+
+def load_pair(sample: VocSample, num_classes: int, resize: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask, validated and brought to evaluation resolution."""
+    if not sample.mask.is_file():
+        raise SegtoolError(f"{sample.id}: no mask {sample.mask}", 1)
+    image = read_image(sample.image)
+    mask = read_voc_mask(sample.mask)
+    if mask.shape != image.shape[:2]:
+        raise SegtoolError(f"{sample.id}: mask is {mask.shape[1]}x{mask.shape[0]} but image is "
+                           f"{image.shape[1]}x{image.shape[0]}", 1)
+    bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(num_classes), VOC_IGNORE_INDEX])
+    if bad.size:
+        raise SegtoolError(f"{sample.id}: mask has values outside 0..{num_classes - 1} and 255: "
+                           f"{bad[:5].tolist()}", 1)
+    if resize:
+        shrink = resize < min(image.shape[:2])
+        image = resize_short_side(image, resize, cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        mask = resize_short_side(mask.astype(np.uint8), resize, cv2.INTER_NEAREST_EXACT)
+    return image, mask
+
+
+@dataclass
+class EvalResult:
+    classes: tuple[str, ...]
+    confusion: ConfusionMatrix
+    images: int = 0
+    seconds: float = 0.0
+    problems: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        iou = self.confusion.iou()
+        return {"miou": self.confusion.miou(), "pixel_accuracy": self.confusion.pixel_accuracy(),
+                "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(self.classes, iou)},
+                "images": self.images, "seconds": round(self.seconds, 3),
+                "images_per_s": self.images / self.seconds if self.seconds else 0.0,
+                "problems": self.problems, "confusion_matrix": self.confusion.matrix.tolist()}
+
+
+def evaluate(seg, samples: list[VocSample], resize: int | None = 520, strict: bool = False,
+             on_image: Callable[[str], None] | None = None) -> EvalResult:
+    """Run ``seg`` (anything with ``segment(image)`` and ``meta.classes``) over the samples."""
+    classes = tuple(seg.meta.classes)
+    result = EvalResult(classes, ConfusionMatrix(len(classes)))
+    started = time.perf_counter()
+    for sample in samples:
+        try:
+            image, mask = load_pair(sample, len(classes), resize)
+        except SegtoolError as exc:
+            if strict:
+                raise
+            result.problems.append({"id": sample.id, "error": str(exc)})
+        else:
+            result.confusion.update(mask, seg.segment(image))
+            result.images += 1
+        if on_image:
+            on_image(sample.id)
+    result.seconds = time.perf_counter() - started
+    return result
