@@ -65,15 +65,35 @@ def bench(
     torch_too: bool = typer.Option(False, "--torch", help="Also time the seed's PyTorch eager pipeline."),
     matmul: bool = typer.Option(True, "--matmul/--no-matmul", help="Measure numpy's fp32 matmul rate."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    cache: bool = typer.Option(False, "--cache", help="CPU: use/make the optimized-graph cache."),
+    video: Path = typer.Option(None, "--video", help="Instead: video FPS, end-to-end vs pure inference."),
+    frames: int = typer.Option(30, min=1, help="--video: number of frames."),
+    size: str = typer.Option(None, "--size", help="--video: inference WIDTHxHEIGHT (e.g. 640x360)."),
 ):
     """Time preprocess, inference, postprocess per stage (median, p90), cold start and memory."""
+    if video is not None:
+        from segtool.runtime import Segmenter
+        from segtool.runtime.benchmark import bench_video
+
+        seg = Segmenter(model, device=device, warn_random=False)
+        with err.status(f"timing {frames} frames twice"):
+            r = bench_video(seg, video, frames, parse_size(size), None)
+        r |= {"provider": seg.provider, "weights": seg.meta.weights_label}
+        if json_out:
+            print(json.dumps(r, indent=2))
+        else:
+            out.print(f"{r['video']}: {r['frames']} frames {r['frame_size'][0]}x{r['frame_size'][1]}, inference at "
+                      f"{r['inference_size'][0]}x{r['inference_size'][1]} on {r['provider']}: pure inference "
+                      f"{r['pure_inference_fps']:.3f} FPS, end-to-end (decode, infer, overlay mp4) "
+                      f"{r['end_to_end_fps']:.3f} FPS, ratio {r['ratio']:.3f}", markup=False)
+        return
     with tempfile.TemporaryDirectory(prefix="segtool-bench-inputs-") as tmp:
         size_list = [parse_size(s) for s in (sizes or "").split(",") if s.strip()]
         if not size_list and not image:
             size_list = [(520, 520), (1280, 853)]
         inputs = [sample_file(h, w, Path(tmp)) for w, h in size_list] + list(image or [])
         with err.status("timing ONNX Runtime"):
-            report = {"runtime": bench_runtime(model, inputs, device, runs, warmup)}
+            report = {"runtime": bench_runtime(model, inputs, device, runs, warmup, cache)}
         if torch_too:
             with err.status("timing PyTorch eager (separate process)"):
                 rt = report["runtime"]

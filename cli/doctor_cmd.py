@@ -11,6 +11,8 @@ from pathlib import Path
 import onnxruntime as ort
 import typer
 
+from segtool.runtime.session import cpu_flags
+
 from .console import error_line, out
 
 ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
@@ -26,18 +28,6 @@ def installed_ort() -> list[str]:
         except metadata.PackageNotFoundError:
             pass
     return found
-
-
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return [f for f in CPU_FLAGS if f in flags]
 
 
 def cuda_provider_load() -> str:
@@ -72,7 +62,7 @@ def doctor():
     ]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         rows.append(("CUDA provider", cuda_provider_load()))
-    flags = cpu_flags()
+    flags = [f for f in CPU_FLAGS if f in set(cpu_flags())]
     rows += [
         ("CPU", f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"),
         ("CPU features", ", ".join(flags) or "none of " + ", ".join(CPU_FLAGS)),

@@ -72,6 +72,8 @@ def run(
     batch: int = typer.Option(1, min=1, help="Videos: frames per inference call."),
     max_frames: int = typer.Option(None, "--max-frames", min=1, help="Videos: stop after N frames."),
     show: bool = typer.Option(False, "--show", help="Show overlays in a window (needs OpenCV GUI support)."),
+    cache: bool = typer.Option(False, "--cache", help="CPU: keep the optimized graph beside the model for "
+                               "faster start-up next time."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-image lines."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ):
@@ -82,7 +84,7 @@ def run(
     image_kinds, video_kinds = parse_save(save, frames)
     if show and not gui_available():
         raise SegtoolError("--show needs OpenCV with GUI support (opencv-python, not -headless) and a display", 2)
-    seg = Segmenter(model, device=device)
+    seg = Segmenter(model, device=device, cache=cache)
     out_dir = ensure_writable_dir(out_dir)
     items = expand(sources or [], recursive, camera)
     painter = Painter(seg.meta, alpha)

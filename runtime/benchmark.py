@@ -45,33 +45,42 @@ def matmul_gflops(n: int = 4096, runs: int = 5) -> dict:
     return {"n": n, "median_gflops": flops / np.median(times) / 1e9, "best_gflops": flops / min(times) / 1e9}
 
 
-def bench_file(seg: Segmenter, image_path: Path, runs: int, warmup: int, workdir: Path) -> dict:
-    """Time every stage for one image file; returns stage stats and the cold first run."""
-    painter = Painter(seg.meta)
+def time_stages(steps, runs: int, warmup: int) -> dict:
+    """Run a chain of five stage functions (each takes the previous one's result) ``warmup + runs``
+    times; per-stage and total stats over the timed runs, and the first run as the cold latency."""
     samples = {stage: [] for stage in STAGES}
-    cold = None
+    totals, cold = [], None
     for i in range(warmup + runs):
-        t0 = time.perf_counter()
-        image = read_image(image_path)
-        t1 = time.perf_counter()
-        tensor = seg.prepare([image])
-        t2 = time.perf_counter()
-        output = seg.run(tensor)
-        t3 = time.perf_counter()
-        labels = seg.labels_at(output, *image.shape[:2])[0]
-        t4 = time.perf_counter()
-        atomic_write_bytes(workdir / "labels.png", painter.labels_png(labels))
-        t5 = time.perf_counter()
+        value, lap = None, []
+        start = previous = time.perf_counter()
+        for step in steps:
+            value = step(value)
+            now = time.perf_counter()
+            lap.append(now - previous)
+            previous = now
         if i == 0:
-            cold = t5 - t0
+            cold = previous - start
         if i >= warmup:
-            for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            for stage, dt in zip(STAGES, lap):
                 samples[stage].append(dt)
-    totals = [sum(samples[s][k] for s in STAGES) for k in range(runs)]
+            totals.append(previous - start)
     result = {stage: stats(v) for stage, v in samples.items()}
     result["total"] = stats(totals)
     result["cold_ms"] = cold * 1000
     return result
+
+
+def bench_file(seg: Segmenter, image_path: Path, runs: int, warmup: int, workdir: Path) -> dict:
+    """Time every stage of the runtime for one image file."""
+    painter = Painter(seg.meta)
+    steps = (
+        lambda _: read_image(image_path),                                         # read
+        lambda image: (image.shape[:2], seg.prepare([image])),                    # preprocess
+        lambda prepared: (prepared[0], seg.run(prepared[1])),                     # inference
+        lambda produced: seg.labels_at(produced[1], *produced[0])[0],             # postprocess
+        lambda labels: atomic_write_bytes(workdir / "labels.png", painter.labels_png(labels)),  # write
+    )
+    return time_stages(steps, runs, warmup)
 
 
 def sample_file(height: int, width: int, workdir: Path) -> Path:
@@ -86,10 +95,10 @@ def sample_file(height: int, width: int, workdir: Path) -> Path:
     return path
 
 
-def bench_runtime(model: Path, inputs: list[Path], device: str, runs: int, warmup: int) -> dict:
+def bench_runtime(model: Path, inputs: list[Path], device: str, runs: int, warmup: int, cache: bool = False) -> dict:
     """The ONNX Runtime pipeline on each input, in this process."""
     started = time.perf_counter()
-    seg = Segmenter(model, device=device, warn_random=False)
+    seg = Segmenter(model, device=device, warn_random=False, cache=cache)
     session_s = time.perf_counter() - started
     flops = seg.meta.extra.get("flops", {})
     results = []
@@ -107,3 +116,31 @@ def bench_runtime(model: Path, inputs: list[Path], device: str, runs: int, warmu
             "output": seg.meta.output, "threads": os.cpu_count(), "session_create_s": session_s,
             "peak_rss_mb": peak_rss_mb(), "model": seg.meta.model, "weights": seg.meta.weights_label,
             "weights_record": seg.meta.weights, "results": results}
+
+
+def bench_video(seg: Segmenter, path: Path, frames: int, size: tuple[int, int] | None, max_size: int | None) -> dict:
+    """End-to-end video FPS (decode -> infer -> overlay mp4) against pure inference FPS on the same
+    frames, measured back to back in this process."""
+    from .video import VideoOutputs, VideoSource, segment_frames
+
+    with VideoSource(str(path)) as video:
+        decoded = list(video.frames(frames))
+        fps_in, width, height = video.fps, video.width, video.height
+    tensors = [seg.prepare([f], "bgr", max_size, size) for f in decoded]
+    seg.run(tensors[0])  # warm-up at this shape
+    started = time.perf_counter()
+    for tensor in tensors:
+        seg.run(tensor)
+    pure_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="segtool-bench-video-") as tmp:
+        started = time.perf_counter()
+        with VideoSource(str(path)) as video:
+            outputs = VideoOutputs(Path(tmp), "bench", fps_in, width, height, Painter(seg.meta), {"overlay"})
+            for frame, labels in segment_frames(seg, video.frames(frames), max_size, size):
+                outputs.put(frame, labels)
+            outputs.close()
+        e2e_s = time.perf_counter() - started
+    n = len(decoded)
+    return {"video": str(path), "frames": n, "frame_size": [width, height],
+            "inference_size": list(tensors[0].shape[2:][::-1]), "pure_inference_fps": n / pure_s,
+            "end_to_end_fps": n / e2e_s, "ratio": pure_s / e2e_s}

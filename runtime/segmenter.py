@@ -27,12 +27,12 @@ class Segmenter:
     """
 
     def __init__(self, model_path: str | Path, device: str = "auto", threads: int | None = None,
-                 warn_random: bool = True):
+                 warn_random: bool = True, cache: bool = False):
         path = Path(model_path)
         if not path.is_file():
             raise SegtoolError(f"model {path} not found: create it with `segtool export` (or pass --model PATH)", 2)
         try:
-            self.session, self.provider = create_session(str(path), device, threads)
+            self.session, self.provider = create_session(str(path), device, threads, cache=cache)
         except SegtoolError:
             raise
         except Exception as exc:  # noqa: BLE001 - ORT raises several types for unreadable models

@@ -10,9 +10,12 @@ an error, never a silent CPU run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import io
 import os
+import platform
+from pathlib import Path
 
 import onnxruntime as ort
 
@@ -75,6 +78,59 @@ def _preload_gpu_libraries() -> None:
             pass
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return sorted(flags)
+
+
+def optimized_cache_path(model_path: Path, provider: str = CPU) -> Path:
+    """Where the optimized copy of ``model_path`` lives, keyed by everything that makes it valid:
+    the file (path, size, mtime), the ONNX Runtime version, the provider and the machine."""
+    st = model_path.stat()
+    key = "|".join([str(model_path.resolve()), str(st.st_size), str(st.st_mtime_ns), ort.__version__, provider,
+                    platform.machine(), " ".join(cpu_flags())])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return model_path.with_name(f".{model_path.stem}.{digest}.optimized.onnx")
+
+
+def _open_cpu(model, threads: int | None, cache: bool) -> ort.InferenceSession:
+    """A CPU session; with ``cache``, the graph optimized once is saved beside the model and reused.
+
+    ORT marks such a file as valid only for the environment that made it, hence the key above.
+    """
+    if not (cache and isinstance(model, str)):
+        return _open(model, session_options(threads), [CPU], quiet=False)
+    cached = optimized_cache_path(Path(model))
+    if cached.is_file():
+        options = session_options(threads)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # already optimized
+        try:
+            return _open(str(cached), options, [CPU], quiet=False)
+        except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt below
+            cached.unlink(missing_ok=True)
+    temp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.onnx")
+    options = session_options(threads)
+    options.optimized_model_filepath = str(temp)
+    try:
+        session = _open(model, options, [CPU], quiet=False)
+    except Exception:  # noqa: BLE001 - e.g. a read-only folder: run without the cache
+        temp.unlink(missing_ok=True)
+        return _open(model, session_options(threads), [CPU], quiet=False)
+    try:
+        os.replace(temp, cached)
+    except OSError:
+        temp.unlink(missing_ok=True)
+    return session
+
+
 def _open(model, options: ort.SessionOptions, providers: list, quiet: bool) -> ort.InferenceSession:
     if quiet:
         ort.set_default_logger_severity(_QUIET)
@@ -88,21 +144,22 @@ def _open(model, options: ort.SessionOptions, providers: list, quiet: bool) -> o
 
 
 def create_session(model, device: str = "auto", threads: int | None = None,
-                   cache_dir: str | None = None) -> tuple[ort.InferenceSession, str]:
+                   cache_dir: str | None = None, cache: bool = False) -> tuple[ort.InferenceSession, str]:
     """Open ``model`` (path or bytes) on ``device``; return the session and the provider running it.
 
     ``auto`` means CUDA when it really starts, else CPU (TensorRT builds engines for minutes on
-    first use, so it is only used when asked for by name).
+    first use, so it is only used when asked for by name). ``cache`` keeps the optimized graph
+    of CPU sessions beside the model (see ``_open_cpu``).
     """
     if device not in DEVICES:
         raise SegtoolError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     if device == "cpu":
-        return _open(model, session_options(threads), [CPU], quiet=False), CPU
+        return _open_cpu(model, threads, cache), CPU
     wanted = TENSORRT if device == "tensorrt" else CUDA
     available = ort.get_available_providers()
     if wanted not in available:
         if device == "auto":
-            return _open(model, session_options(threads), [CPU], quiet=False), CPU
+            return _open_cpu(model, threads, cache), CPU
         raise SegtoolError(
             f"device {device!r} is not offered by this ONNX Runtime {ort.__version__} (providers: "
             f"{', '.join(available)}); install onnxruntime-gpu, e.g. pip install 'segtool[cuda]'")

@@ -96,3 +96,26 @@ def test_real_runtime_never_reports_a_provider_it_does_not_run(model_path):
         assert "cuda" in str(exc)
     else:
         assert provider == session.get_providers()[0] == S.CUDA
+
+
+def test_optimized_graph_cache_is_made_reused_and_keyed(tmp_path, model_path):
+    import os
+    import shutil
+
+    import numpy as np
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(model_path, model)
+    plain, _ = S.create_session(str(model), "cpu")
+    first, _ = S.create_session(str(model), "cpu", cache=True)
+    cached = S.optimized_cache_path(model)
+    assert cached.is_file() and cached.name.startswith(".m.")
+    made = cached.stat().st_mtime_ns
+    second, _ = S.create_session(str(model), "cpu", cache=True)
+    assert cached.stat().st_mtime_ns == made  # reused, not rewritten
+    assert second.get_modelmeta().custom_metadata_map == plain.get_modelmeta().custom_metadata_map
+    x = np.random.default_rng(0).standard_normal((1, 3, 24, 40), dtype=np.float32)
+    assert np.allclose(second.run(None, {"image": x})[0], plain.run(None, {"image": x})[0], atol=1e-5)
+    os.utime(model, ns=(made + 10**9, made + 10**9))  # the model changed: another key
+    assert S.optimized_cache_path(model) != cached
+    assert not list(tmp_path.glob("*.tmp.onnx"))
