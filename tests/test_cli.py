@@ -34,7 +34,8 @@ def test_run_writes_labels_mask_overlay_at_input_size(tmp_path, model_path, segm
     summary = json.loads(proc.stdout)
     assert summary["random_weights"] is True and summary["provider"] == "CPUExecutionProvider"
     assert "RANDOM weights" in proc.stderr  # the load-time warning
-    (result,) = summary["images"]
+    (result,) = summary["results"]
+    assert result["kind"] == "image" and summary["frames"] == 1
     assert abs(sum(result["classes"].values()) - 1) < 1e-9
 
     labels_png = Image.open(out / "photo_labels.png")
