@@ -32,7 +32,8 @@ class Segmenter:
         if not path.is_file():
             raise SegtoolError(f"model {path} not found: create it with `segtool export` (or pass --model PATH)", 2)
         try:
-            self.session, self.provider = create_session(str(path), device, threads, cache=cache)
+            engines = str(path.parent / ".segtool-trt-cache") if cache else None  # TensorRT engine/timing cache
+            self.session, self.provider = create_session(str(path), device, threads, cache_dir=engines, cache=cache)
         except SegtoolError:
             raise
         except Exception as exc:  # noqa: BLE001 - ORT raises several types for unreadable models

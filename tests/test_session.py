@@ -119,3 +119,21 @@ def test_optimized_graph_cache_is_made_reused_and_keyed(tmp_path, model_path):
     os.utime(model, ns=(made + 10**9, made + 10**9))  # the model changed: another key
     assert S.optimized_cache_path(model) != cached
     assert not list(tmp_path.glob("*.tmp.onnx"))
+
+
+def test_segmenter_cache_flag_reaches_onnx_runtime(monkeypatch, tmp_path):
+    """--cache: the CPU graph cache, and a TensorRT engine folder beside the model."""
+    import segtool.runtime.segmenter as segmenter_module
+
+    captured = {}
+
+    def fake_create(model, device, threads, cache_dir=None, cache=False):
+        captured.update(device=device, cache_dir=cache_dir, cache=cache)
+        raise SegtoolError("stop here", 2)
+
+    monkeypatch.setattr(segmenter_module, "create_session", fake_create)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(SegtoolError, match="stop here"):
+        segmenter_module.Segmenter(model, device="tensorrt", cache=True)
+    assert captured == {"device": "tensorrt", "cache_dir": str(tmp_path / ".segtool-trt-cache"), "cache": True}
