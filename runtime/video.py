@@ -99,19 +99,21 @@ def segment_frames(seg, frames: Iterable[np.ndarray], max_size: int | None = Non
 
     def decode() -> None:
         group: list[np.ndarray] = []
+
+        def flush() -> bool:
+            ok = _put(ready, (group[:], seg.prepare(group, "bgr", max_size, size)), stop)
+            group.clear()
+            return ok
+
         try:
             for frame in frames:
-                if group and frame.shape != group[0].shape:
-                    if not _put(ready, (group, seg.prepare(group, "bgr", max_size, size)), stop):
-                        return
-                    group = []
+                if group and frame.shape != group[0].shape and not flush():
+                    return
                 group.append(frame)
-                if len(group) == batch:
-                    if not _put(ready, (group, seg.prepare(group, "bgr", max_size, size)), stop):
-                        return
-                    group = []
-            if group:
-                _put(ready, (group, seg.prepare(group, "bgr", max_size, size)), stop)
+                if len(group) == batch and not flush():
+                    return
+            if group and not flush():
+                return
             _put(ready, _END, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             _put(ready, exc, stop)
@@ -191,7 +193,7 @@ class VideoOutputs:
                 self.error = exc
 
     def _write(self, frame: np.ndarray, labels: np.ndarray) -> None:
-        mask = self.painter.mask(labels)
+        mask = self.painter.mask(labels) if self.writers else None
         overlay = self.painter.overlay(frame, labels, mask) if {"overlay", "side-by-side"} & self.kinds else None
         pictures = {"overlay": overlay, "mask": mask,
                     "side-by-side": np.hstack([frame, overlay]) if overlay is not None else None}
