@@ -46,7 +46,7 @@ def ensure_model(model: Path, force: bool) -> Path:
     if model.is_file() and not force:
         err.print(f"using existing {model} (--force to export again)")
         return model
-    stage = load_export_stage()
+    load_export_stage()  # one clear line if segtool[export] is missing
     from segtool.export.weights import WeightsUnavailable
 
     try:
@@ -58,7 +58,6 @@ def ensure_model(model: Path, force: bool) -> Path:
         err.print("[bold red]The demo falls back to RANDOM weights: every output below is marked as made with "
                   "random weights and its labels are meaningless.[/]")
         err.rule()
-    del stage
     if random_model.is_file() and not force:
         err.print(f"using existing {random_model}")
         return random_model

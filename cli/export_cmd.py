@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from segtool.runtime.errors import SegtoolError
+from segtool.runtime.imagefiles import ensure_writable_dir
 
 from .console import err, out
 
@@ -56,6 +57,9 @@ def default_output(model: str, labels_output: bool, precision: str) -> Path:
 def run_export(output: Path, model: str, weights: str, seed: int, verify: bool, atol: float,
                min_agreement: float, labels_output: bool = False, precision: str = "fp32",
                calibration: Path | None = None, calibration_count: int = 8):
+    ensure_writable_dir(output.parent)  # found now, not after a minute of exporting
+    if calibration is not None and not calibration.is_dir():
+        raise SegtoolError(f"--calibration {calibration}: not a folder", 2)
     pipeline = load_export_stage()
     with err.status("exporting") as status:
         result = pipeline.export_model(

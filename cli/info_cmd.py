@@ -36,6 +36,16 @@ def describe(seg: Segmenter) -> dict:
     }
 
 
+def dims_text(shape) -> str:
+    """[batch, 3, height, width]: symbolic dims by name, fixed ones by value."""
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def weights_text(d: dict) -> str:
+    text = json.dumps(d["weights"], sort_keys=True)
+    return ("RANDOM (meaningless labels) " + text) if d["random_weights"] else text
+
+
 def info(
     model: Path = typer.Argument(..., help="An .onnx file written by `segtool export`."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or tensorrt: which provider to try."),
@@ -46,18 +56,17 @@ def info(
     if json_out:
         print(json.dumps(d, indent=2))
         return
-    shape = lambda s: "[" + ", ".join(map(str, s)) + "]"  # noqa: E731
     out.print(f"[bold]{d['file']}[/] ({d['size_mb']} MB)")
     rows = [
         ("model", d["model"]),
-        ("weights", seg_label(d)),
+        ("weights", weights_text(d)),
         ("classes", f"{len(d['classes'])}: " + ", ".join(d["classes"])),
         ("palette", " ".join(f"{i}:{tuple(c)}" for i, c in enumerate(d["palette"][: len(d["classes"])]))),
         ("normalization", f"{d['channel_order']} in [0,1], mean {d['mean']}, std {d['std']}"),
         ("output", d["output_kind"]),
     ]
-    rows += [(f"input {i['name']}", f"{i['type']} {shape(i['shape'])}") for i in d["inputs"]]
-    rows += [(f"output {o['name']}", f"{o['type']} {shape(o['shape'])}") for o in d["outputs"]]
+    rows += [(f"input {i['name']}", f"{i['type']} {dims_text(i['shape'])}") for i in d["inputs"]]
+    rows += [(f"output {o['name']}", f"{o['type']} {dims_text(o['shape'])}") for o in d["outputs"]]
     rows.append(("versions", ", ".join(f"{k} {v}" for k, v in d["versions"].items())))
     parity = d["extra"].get("parity")
     if parity:
@@ -72,8 +81,3 @@ def info(
     for key, value in rows:
         out.print(f"  {key + ':':15} {value}", markup=False)
 
-
-def seg_label(d: dict) -> str:
-    w = d["weights"]
-    text = json.dumps(w, sort_keys=True)
-    return ("RANDOM (meaningless labels) " + text) if d["random_weights"] else text

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from segtool.runtime import Segmenter
 from segtool.runtime.outputs import Painter
 from segtool.runtime.sources import Source
+from segtool.runtime.visualize import shares_from_counts
 from segtool.runtime.video import VideoOutputs, VideoSource, segment_frames
 
 WINDOW = "segtool"
@@ -34,7 +34,6 @@ def process_video(seg: Segmenter, item: Source, painter: Painter, out_dir: Path,
     Raises SegtoolError when the video cannot be opened or no frame decodes.
     """
     started = time.perf_counter()
-    counts = np.zeros(len(seg.meta.classes), np.int64)
     with VideoSource(item.location) as video:
         total = video.frame_count
         if max_frames:
@@ -45,7 +44,6 @@ def process_video(seg: Segmenter, item: Source, painter: Painter, out_dir: Path,
         try:
             for frame, labels in segment_frames(seg, video.frames(max_frames), max_size, size, batch):
                 outputs.put(frame, labels)
-                counts += np.bincount(labels.ravel(), minlength=len(counts))[: len(counts)]
                 done += 1
                 progress.update(task, completed=done, fps=f"{done / (time.perf_counter() - started):.2f} fps")
                 if show:
@@ -63,11 +61,10 @@ def process_video(seg: Segmenter, item: Source, painter: Painter, out_dir: Path,
         progress.update(task, completed=outputs.frames_written)
         ended_early = video.ended_early and not (max_frames or interrupted)
     seconds = time.perf_counter() - started
-    shares = {seg.meta.classes[i]: c / counts.sum() for i, c in enumerate(counts) if c}
     return {"input": str(item), "kind": "video", "frames": outputs.frames_written, "fps_in": video.fps,
             "width": video.width, "height": video.height, "seconds": round(seconds, 3),
             "fps": round(outputs.frames_written / seconds, 3) if seconds else 0.0,
-            "classes": dict(sorted(shares.items(), key=lambda kv: -kv[1])), "outputs": files,
+            "classes": shares_from_counts(outputs.counts, seg.meta.classes), "outputs": files,
             "interrupted": interrupted,
             "error": (f"{item}: stopped after {video.frames_read} of {video.frame_count} frames "
                       "(a frame failed to decode, or the file is cut)") if ended_early else

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .imagefiles import atomic_write_bytes, encode_image, read_image
@@ -87,8 +88,6 @@ def sample_file(height: int, width: int, workdir: Path) -> Path:
     """A JPEG of the requested size (smooth random colours) for sizes with no user image."""
     rng = np.random.default_rng(height * 7919 + width)
     coarse = rng.integers(0, 256, size=(max(2, height // 24), max(2, width // 24), 3), dtype=np.uint8)
-    import cv2
-
     image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     path = workdir / f"sample_{width}x{height}.jpg"
     atomic_write_bytes(path, encode_image(image, ".jpg"))

@@ -22,6 +22,8 @@ from .imagefiles import read_image
 from .voc import VOC_IGNORE_INDEX, voc_colormap
 
 _PACK = np.array([1 << 16, 1 << 8, 1], np.int64)
+# BGR colour (packed as an int, as OpenCV decodes paletted PNGs) -> VOC index
+_VOC_INDEX = {int(k): i for i, k in enumerate(voc_colormap()[:, ::-1].astype(np.int64) @ _PACK)}
 
 
 class ConfusionMatrix:
@@ -56,13 +58,12 @@ def read_voc_mask(path: Path) -> np.ndarray:
     mask = read_image(path, cv2.IMREAD_UNCHANGED)
     if mask.ndim == 2:
         return mask.astype(np.uint8) if mask.dtype == np.uint8 else mask.astype(np.int64)
-    lookup = {int(k): i for i, k in enumerate(voc_colormap()[:, ::-1].astype(np.int64) @ _PACK)}
     packed = mask[:, :, :3].astype(np.int64) @ _PACK
     keys, inverse = np.unique(packed, return_inverse=True)
-    unknown = [k for k in keys.tolist() if k not in lookup]
+    unknown = [k for k in keys.tolist() if k not in _VOC_INDEX]
     if unknown:
         raise SegtoolError(f"{path}: {len(unknown)} colour(s) outside the VOC palette", 1)
-    return np.array([lookup[k] for k in keys.tolist()], np.uint8)[inverse.reshape(packed.shape)]
+    return np.array([_VOC_INDEX[k] for k in keys.tolist()], np.uint8)[inverse.reshape(packed.shape)]
 
 
 @dataclass

@@ -28,6 +28,7 @@ import numpy as np
 from .errors import SegtoolError
 from .imagefiles import atomic_write_bytes
 from .outputs import Painter
+from .visualize import class_counts
 
 DEFAULT_FPS = 25.0
 _END = object()
@@ -141,7 +142,8 @@ def _fourcc(path: Path) -> int:
 
 
 class VideoOutputs:
-    """The files made from one video, written on a background thread from a bounded queue.
+    """The files made from one video, written on a background thread from a bounded queue, which
+    also counts pixels per class (off the inference thread).
 
     ``kinds`` picks among ``overlay``, ``mask``, ``side-by-side`` (videos) and ``labels``
     (one paletted PNG per frame in ``<stem>_frames/``).
@@ -154,6 +156,7 @@ class VideoOutputs:
         self.painter = painter
         self.kinds = kinds
         self.frames_written = 0
+        self.counts = np.zeros(len(painter.meta.classes), np.int64)  # pixels per class, all frames
         self.final: dict[str, Path] = {}
         self.temp: dict[str, Path] = {}
         self.writers: dict[str, cv2.VideoWriter] = {}
@@ -202,6 +205,7 @@ class VideoOutputs:
         if self.frames_dir:
             atomic_write_bytes(self.frames_dir / f"{self.frames_written:06d}_labels.png",
                                self.painter.labels_png(labels))
+        self.counts += class_counts(labels, len(self.counts))[: len(self.counts)]
         self.frames_written += 1
 
     def close(self) -> dict[str, str]:
@@ -231,3 +235,5 @@ class VideoOutputs:
             writer.release()
         for temp in self.temp.values():
             temp.unlink(missing_ok=True)
+        if self.frames_dir and self.frames_dir.is_dir() and not any(self.frames_dir.iterdir()):
+            self.frames_dir.rmdir()

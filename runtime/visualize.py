@@ -36,9 +36,18 @@ def stamp(image: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def class_shares(labels: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str, float]:
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels per label value (at least ``num_classes`` entries)."""
+    return np.bincount(labels.ravel(), minlength=num_classes)
+
+
+def shares_from_counts(counts: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str, float]:
     """Fraction of pixels per class present, largest first."""
-    counts = np.bincount(labels.ravel(), minlength=len(classes))
-    total = max(1, labels.size)
+    total = max(1, int(counts.sum()))
     order = np.argsort(-counts, kind="stable")
     return {classes[i] if i < len(classes) else str(i): counts[i] / total for i in order if counts[i]}
+
+
+def class_shares(labels: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """Fraction of pixels per class present in one label map, largest first."""
+    return shares_from_counts(class_counts(labels, len(classes)), classes)

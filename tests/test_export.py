@@ -133,3 +133,14 @@ def test_download_failure_names_the_checkpoint(monkeypatch):
     message = str(info.value)
     assert "fcn_resnet50_coco-1167a1af.pth" in message and "--weights PATH" in message
     assert info.value.exit_code == 2
+
+
+def test_unwritable_output_and_missing_calibration_are_refused_before_exporting(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_segtool("export", "--weights", "random", "--output", blocker / "sub" / "x.onnx", timeout=60)
+    assert_clean_failure(proc, 2, "not writable")
+    proc = run_segtool("export", "--weights", "random", "--int8", "--calibration", tmp_path / "nope",
+                       "--output", tmp_path / "x.onnx", timeout=60)
+    assert_clean_failure(proc, 2, "--calibration", "not a folder")
+    assert not (tmp_path / "x.onnx").exists()

@@ -52,6 +52,7 @@ def test_video_output_keeps_count_size_fps_and_matches_image_path(tmp_path, mode
     summary = json.loads(proc.stdout)
     (result,) = summary["results"]
     assert result["frames"] == 7 and summary["provider"] and summary["fps"] > 0
+    assert abs(sum(result["classes"].values()) - 1) < 1e-9  # pixel shares over all frames
     overlay, fps = read_video(out / "clip_overlay.mp4")
     assert len(overlay) == 7 and overlay[0].shape == decoded[0].shape and fps == pytest.approx(12.0)
     side, _ = read_video(out / "clip_side-by-side.mp4")
