@@ -35,8 +35,11 @@ def child(model: str, config: str) -> dict:
             if sweep == 1:
                 times.append(time.perf_counter() - started)
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"config": config, "peak_rss_mb_after_sweep": [round(r) for r in rss],
-            "median_inference_s_sweep2": round(float(np.median(times)), 3)}
+    return {
+        "config": config,
+        "peak_rss_mb_after_sweep": [round(r) for r in rss],
+        "median_inference_s_sweep2": round(float(np.median(times)), 3),
+    }
 
 
 if __name__ == "__main__":
@@ -46,8 +49,11 @@ if __name__ == "__main__":
     model = sys.argv[1]
     print(f"sizes (HxW): {', '.join(f'{h}x{w}' for h, w in SIZES)}, two sweeps")
     for config in ("onnxruntime defaults", "segtool defaults"):
-        proc = subprocess.run([sys.executable, __file__, "--child", model, config], capture_output=True, text=True,
-                              check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", model, config], capture_output=True, text=True, check=True
+        )
         r = json.loads(proc.stdout)
-        print(f"{r['config']:22} peak RSS after sweep 1: {r['peak_rss_mb_after_sweep'][0]} MB, after sweep 2: "
-              f"{r['peak_rss_mb_after_sweep'][1]} MB, median inference (sweep 2) {r['median_inference_s_sweep2']} s")
+        print(
+            f"{r['config']:22} peak RSS after sweep 1: {r['peak_rss_mb_after_sweep'][0]} MB, after sweep 2: "
+            f"{r['peak_rss_mb_after_sweep'][1]} MB, median inference (sweep 2) {r['median_inference_s_sweep2']} s"
+        )

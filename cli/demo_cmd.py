@@ -8,80 +8,64 @@ fallback lives here only; `segtool export` never substitutes weights.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
-import cv2
-import numpy as np
 import typer
 
-from segtool.runtime import Segmenter
+from segtool.runtime import Segmenter, segment_image
 from segtool.runtime.imagefiles import atomic_write_bytes, encode_image, ensure_writable_dir
-from segtool.runtime.outputs import Painter
 from segtool.runtime.sources import IMAGE, Source
+from segtool.runtime.synthetic import street_scene
 
-from .console import err, format_shares, out
-from .export_cmd import DEFAULT_OUTPUT, load_export_stage, run_export
-from .run_images import process_image
-
-
-def make_sample_image(height: int = 480, width: int = 720) -> np.ndarray:
-    """A drawn street scene (sky, road, a car, a person): made here, so no photo is shipped."""
-    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
-    sky = (np.array([235, 190, 120], np.float32) * (1 - y) + np.array([200, 200, 200], np.float32) * y)
-    image = np.broadcast_to(sky, (height, width, 3)).astype(np.uint8).copy()  # BGR
-    horizon = int(height * 0.6)
-    image[horizon:] = (90, 90, 90)
-    cv2.rectangle(image, (int(width * .1), int(height * .45)), (int(width * .45), int(height * .7)), (40, 40, 180), -1)
-    for cx in (int(width * .17), int(width * .38)):
-        cv2.circle(image, (cx, int(height * .7)), int(height * .05), (20, 20, 20), -1)
-    px = int(width * .7)
-    cv2.circle(image, (px, int(height * .35)), int(height * .04), (150, 180, 220), -1)
-    cv2.rectangle(image, (px - 22, int(height * .4)), (px + 22, int(height * .62)), (120, 60, 30), -1)
-    cv2.rectangle(image, (px - 18, int(height * .62)), (px + 18, int(height * .8)), (60, 40, 20), -1)
-    return image
+from .console import err, format_shares, random_tag, say
+from .exporting import load_export_stage, run_export
+from .models import DEFAULT_MODEL
 
 
-def ensure_model(model: Path, force: bool) -> Path:
-    """The pretrained export if possible; else, loudly, a random-weights one beside it."""
+def ensure_model(model: Path, weights: str, force: bool) -> Path:
+    """The pretrained (or --weights) export if possible; else, loudly, a random-weights one beside it."""
     random_model = model.with_name(model.stem + "_random" + model.suffix)
     if model.is_file() and not force:
-        err.print(f"using existing {model} (--force to export again)")
+        err.print(f"using existing {model} (--force to export again)", markup=False)
         return model
     load_export_stage()  # one clear line if segtool[export] is missing
     from segtool.export.weights import WeightsUnavailable
 
     try:
-        run_export(model, "fcn_resnet50", "DEFAULT", 0, True, 1e-3, 0.999)
-        return model
+        return run_export(model, weights=weights).path
     except WeightsUnavailable as exc:
-        err.rule("[bold red]PRETRAINED WEIGHTS UNAVAILABLE[/]")
-        err.print(f"[red]{exc}[/]", markup=True)
-        err.print("[bold red]The demo falls back to RANDOM weights: every output below is marked as made with "
-                  "random weights and its labels are meaningless.[/]")
-        err.rule()
+        err.rule("PRETRAINED WEIGHTS UNAVAILABLE", style="bold red")
+        err.print(str(exc), style="red", markup=False)
+        err.print(
+            "The demo falls back to RANDOM weights: every output below is marked as made with random "
+            "weights and its labels are meaningless.",
+            style="bold red",
+            markup=False,
+        )
+        err.rule(style="bold red")
     if random_model.is_file() and not force:
-        err.print(f"using existing {random_model}")
+        err.print(f"using existing {random_model}", markup=False)
         return random_model
-    run_export(random_model, "fcn_resnet50", "random", 0, True, 1e-3, 0.999)
-    return random_model
+    return run_export(random_model, weights="random").path
 
 
 def demo(
-    image: Path = typer.Argument(None, help="Image to segment (default: a drawn sample scene)."),
-    out_dir: Path = typer.Option(Path("segtool-out"), "--out", "-o", help="Output folder."),
-    model: Path = typer.Option(DEFAULT_OUTPUT, "--model", "-m", help="Where the exported model lives."),
-    force: bool = typer.Option(False, help="Export again even if the model file exists."),
+    image: Annotated[Optional[Path], typer.Argument(help="Image to segment (default: a drawn sample scene).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("segtool-out"),
+    model: Annotated[Path, typer.Option("--model", "-m", help="Where the exported model lives.")] = DEFAULT_MODEL,
+    weights: Annotated[str, typer.Option(help="DEFAULT (download) or a local checkpoint path.")] = "DEFAULT",
+    force: Annotated[bool, typer.Option(help="Export again even if the model file exists.")] = False,
 ):
     """Export fcn_resnet50 (pretrained if downloadable, else loudly random) and segment an image."""
     out_dir = ensure_writable_dir(out_dir)
-    model = ensure_model(model, force)
+    model = ensure_model(model, weights, force)
     if image is None:
         image = out_dir / "sample.jpg"
-        atomic_write_bytes(image, encode_image(make_sample_image(), ".jpg"))
-        err.print(f"made a sample image: {image}")
+        atomic_write_bytes(image, encode_image(street_scene(), ".jpg"))
+        err.print(f"made a sample image: {image}", markup=False)
     seg = Segmenter(model)
-    item = Source(IMAGE, str(image), Path(image).stem)
-    result = process_image(seg, item, Painter(seg.meta), out_dir, ("labels", "mask", "overlay"))
-    tag = " [RANDOM WEIGHTS]" if seg.meta.random_weights else ""
-    out.print(f"{result['input']}: {format_shares(result['classes'])}{tag} (on {seg.provider})", markup=False)
-    for kind, path in result["outputs"].items():
-        out.print(f"  {kind:8} {path}", markup=False)
+    result = segment_image(seg, Source(IMAGE, str(image), Path(image).stem), out_dir)
+    say(f"{result.input}: {format_shares(result.classes)}{random_tag(seg.meta.random_weights)} (on {seg.provider})")
+    for kind, path in result.outputs.items():
+        say(f"  {kind:8} {path}")
+    say(f"next: segtool run YOUR_IMAGES --model {model} --out {out_dir}")

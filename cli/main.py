@@ -1,38 +1,54 @@
-"""The `segtool` command: one typer app, one module per subcommand.
+"""The `segtool` entry point: runs the typer app and turns errors into one line and an exit code.
 
-User errors (``SegtoolError``) end as one line on stderr with their exit code; only bugs
-keep a traceback.
+Errors are typed (``segtool.runtime.errors``); ``EXIT_CODES`` maps each class to an exit code.
+SIGTERM is raised as ``Terminated`` (a KeyboardInterrupt), so every cleanup path of Ctrl-C runs
+for it too. Only bugs keep a traceback.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
-import typer
+import click
 
-from segtool.runtime.errors import SegtoolError
+from segtool.runtime import errors as E
 
-from . import bench_cmd, compare_cmd, demo_cmd, doctor_cmd, eval_cmd, export_cmd, info_cmd, run_cmd
-from .console import error_line
+from .app import app
+from .console import error_line, install_log_handler
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Export torchvision segmentation models to ONNX and run them without PyTorch.")
-app.command("export")(export_cmd.export)
-app.command("run")(run_cmd.run)
-app.command("info")(info_cmd.info)
-app.command("demo")(demo_cmd.demo)
-app.command("bench")(bench_cmd.bench)
-app.command("doctor")(doctor_cmd.doctor)
-app.command("eval")(eval_cmd.eval_model)
-app.command("compare")(compare_cmd.compare)
+__all__ = ["EXIT_CODES", "app", "exit_code", "main"]
+
+# The first class an error is an instance of gives its exit code.
+EXIT_CODES = {E.UsageError: 2, E.InputError: 1, E.OutputError: 2, E.ModelError: 2, E.ParityError: 1}
+INTERRUPTED = {E.Terminated: 143, KeyboardInterrupt: 130}
+
+
+def exit_code(exc: E.SegtoolError) -> int:
+    return next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), 1)
+
+
+def _terminate(signum, frame) -> None:
+    raise E.Terminated()
 
 
 def main() -> None:
+    install_log_handler()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
-    except SegtoolError as exc:
-        error_line(str(exc))
+        code = app(standalone_mode=False)  # segtool, not click, decides what an interrupt prints
+    except click.ClickException as exc:  # bad flags: click's own one-line usage error
+        exc.show()
         sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except E.SegtoolError as exc:
+        error_line(str(exc))
+        sys.exit(exit_code(exc))
+    except KeyboardInterrupt as exc:
+        error_line("interrupted" + (" (SIGTERM)" if isinstance(exc, E.Terminated) else ""))
+        sys.exit(INTERRUPTED.get(type(exc), 130))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,14 @@ def to_onnx(graph: SegmentationGraph, opset: int = DEFAULT_OPSET) -> onnx.ModelP
     chatter = io.StringIO()  # the exporter narrates each step on stdout; keep the CLI's output ours
     with torch.no_grad(), contextlib.redirect_stdout(chatter):
         program = torch.onnx.export(
-            graph.eval(), (sample,), dynamo=True, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[graph.output_name],
-            dynamic_shapes=(dims,), verbose=False,
+            graph.eval(),
+            (sample,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[graph.output_name],
+            dynamic_shapes=(dims,),
+            verbose=False,
         )
+    assert program is not None, "torch.onnx.export(dynamo=True) returns an ONNXProgram"
     return program.model_proto

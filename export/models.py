@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torchvision.models.segmentation as tv_seg
 
-from segtool.runtime.errors import SegtoolError
+from segtool.runtime.errors import UsageError
 from segtool.runtime.voc import VOC_CLASSES
 
 
@@ -32,16 +32,11 @@ class ModelSpec:
         return builder(weights=None, weights_backbone=None, num_classes=len(self.classes), aux_loss=False).eval()
 
 
-MODELS = {
-    spec.name: spec
-    for spec in (
-        ModelSpec("fcn_resnet50", "FCN_ResNet50_Weights", "COCO_WITH_VOC_LABELS_V1"),
-    )
-}
+MODELS = {spec.name: spec for spec in (ModelSpec("fcn_resnet50", "FCN_ResNet50_Weights", "COCO_WITH_VOC_LABELS_V1"),)}
 
 
 def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise SegtoolError(f"unknown model {name!r}: supported: {', '.join(MODELS)}") from None
+        raise UsageError(f"unknown model {name!r}: supported: {', '.join(MODELS)}") from None

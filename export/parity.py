@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
 
-from .graph import INPUT_NAME, SegmentationGraph
+from segtool.runtime.agreement import compare_outputs
+from segtool.runtime.synthetic import smooth_image
 
-DEFAULT_SHAPES = ((1, 3, 333, 517), (2, 3, 256, 256), (1, 3, 520, 520))
+from .graph import INPUT_NAME, SegmentationGraph
 
 
 @dataclass(frozen=True)
@@ -34,15 +34,17 @@ class ParityRow:
 
 def sample_batch(shape, mean, std, seed: int = 0) -> np.ndarray:
     """Smooth random RGB images (blobs, not per-pixel noise), normalized like real input."""
-    rng = np.random.default_rng(seed)
     n, c, h, w = shape
     batch = np.empty(shape, dtype=np.float32)
     for i in range(n):
-        coarse = rng.integers(0, 256, size=(max(1, h // 16), max(1, w // 16), c), dtype=np.uint8)
-        image = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, c)
-        image = np.clip(image.astype(np.int16) + rng.integers(-12, 13, size=image.shape), 0, 255)
+        image = smooth_image(h, w, seed=seed * 1000 + i, noise=12)
         batch[i] = ((image / np.float32(255) - np.float32(mean)) / np.float32(std)).transpose(2, 0, 1)
     return batch
+
+
+def row(shape, reference: np.ndarray, output: np.ndarray) -> ParityRow:
+    diff = compare_outputs(reference, output)
+    return ParityRow(tuple(shape), diff.max_abs_diff, diff.agreement)
 
 
 def compare(graph: SegmentationGraph, onnx_model: bytes, shapes, mean, std) -> list[ParityRow]:
@@ -52,10 +54,5 @@ def compare(graph: SegmentationGraph, onnx_model: bytes, shapes, mean, std) -> l
         x = sample_batch(shape, mean, std, seed=k)
         with torch.no_grad():
             ref = graph(torch.from_numpy(x)).numpy()
-        out = session.run(None, {INPUT_NAME: x})[0]
-        if graph.labels_output:
-            rows.append(ParityRow(tuple(shape), None, float((out == ref).mean())))
-        else:
-            diff = float(np.abs(out - ref).max())
-            rows.append(ParityRow(tuple(shape), diff, float((out.argmax(1) == ref.argmax(1)).mean())))
+        rows.append(row(shape, ref, session.run(None, {INPUT_NAME: x})[0]))
     return rows

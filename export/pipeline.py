@@ -6,23 +6,24 @@ Nothing is written unless every step passed; the file then carries its own metad
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Callable
 
 import onnx
 import onnxruntime as ort
 import torch
 import torchvision
 
-from segtool.runtime.errors import SegtoolError
-from segtool.runtime.imagefiles import atomic_write_bytes
+from segtool.runtime.errors import ParityError, UsageError
+from segtool.runtime.imagefiles import atomic_write_bytes, ensure_writable_dir
 from segtool.runtime.metadata import OUTPUT_LABELS, OUTPUT_LOGITS, ModelMetadata
 from segtool.runtime.voc import voc_colormap
 
 from . import parity
-from .graph import DEFAULT_OPSET, SegmentationGraph, to_onnx
+from .config import DEFAULT_MODEL, ExportConfig
+from .graph import SegmentationGraph, to_onnx
 from .models import get_spec
 from .weights import apply_state_dict, resolve_weights
 
@@ -33,10 +34,9 @@ STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ExportResult:
-    path: Path | None
+    path: Path
     meta: ModelMetadata
     parity: list[parity.ParityRow] = field(default_factory=list)
-    passed: bool = True
 
 
 def _version(dist: str) -> str:
@@ -46,8 +46,9 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def build_graph(model: str = "fcn_resnet50", weights: str = "DEFAULT", seed: int = 0,
-                labels_output: bool = False) -> tuple[SegmentationGraph, ModelMetadata]:
+def build_graph(
+    model: str = DEFAULT_MODEL, weights: str = "DEFAULT", seed: int = 0, labels_output: bool = False
+) -> tuple[SegmentationGraph, ModelMetadata]:
     """The PyTorch side: the wrapped model with its weights, and the metadata describing it."""
     spec = get_spec(model)
     state, identity = resolve_weights(spec, weights, seed)
@@ -56,12 +57,23 @@ def build_graph(model: str = "fcn_resnet50", weights: str = "DEFAULT", seed: int
     if state is not None:
         apply_state_dict(net, state, identity.get("file", weights), spec.name)
     meta = ModelMetadata(
-        model=spec.name, classes=spec.classes, palette=voc_colormap(len(spec.classes)),
-        mean=MEAN, std=STD, channel_order="RGB",
-        output=OUTPUT_LABELS if labels_output else OUTPUT_LOGITS, weights=identity,
-        versions={"torch": torch.__version__, "torchvision": torchvision.__version__, "onnx": onnx.__version__,
-                  "onnxscript": _version("onnxscript"), "onnxruntime": ort.__version__,
-                  "segtool": _version("segtool"), "python": platform.python_version()},
+        model=spec.name,
+        classes=spec.classes,
+        palette=voc_colormap(len(spec.classes)),
+        mean=MEAN,
+        std=STD,
+        channel_order="RGB",
+        output=OUTPUT_LABELS if labels_output else OUTPUT_LOGITS,
+        weights=identity,
+        versions={
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "onnx": onnx.__version__,
+            "onnxscript": _version("onnxscript"),
+            "onnxruntime": ort.__version__,
+            "segtool": _version("segtool"),
+            "python": platform.python_version(),
+        },
     )
     return SegmentationGraph(net, labels_output).eval(), meta
 
@@ -78,50 +90,70 @@ def count_flops(graph: SegmentationGraph, height: int = 520, width: int = 520) -
     return {"flops": int(total), "height": height, "width": width, "per_pixel": total / (height * width)}
 
 
-def export_model(output: str | Path, model: str = "fcn_resnet50", weights: str = "DEFAULT", seed: int = 0,
-                 verify: bool = True, atol: float = 1e-3, min_agreement: float = 0.999,
-                 shapes=parity.DEFAULT_SHAPES, labels_output: bool = False, precision: str = "fp32",
-                 calibration: Path | None = None, calibration_count: int = 8, calibration_size: int = 384,
-                 opset: int = DEFAULT_OPSET,
-                 progress: Callable[[str], None] = lambda message: None) -> ExportResult:
-    """Export ``model`` to ``output``; returns the parity table. Writes nothing if the gate fails.
+def check_output(output: Path, config: ExportConfig) -> None:
+    """Refuse, before any work, an output that is not a regular file or cannot be written, and a
+    calibration source that does not exist."""
+    if output.exists() and not output.is_file():
+        raise UsageError(f"--output {output} exists and is not a regular file")
+    ensure_writable_dir(output.parent)
+    if config.calibration is not None and not Path(config.calibration).exists():
+        raise UsageError(f"--calibration {config.calibration}: no such folder or video")
 
-    ``precision`` int8 or fp16 derives that variant from the verified fp32 graph and records
-    its agreement with fp32 in the metadata (``segtool.variant``).
+
+def export_model(
+    output: str | Path | None = None,
+    config: ExportConfig | None = None,
+    progress: Callable[[str], None] = lambda stage: None,
+    **overrides,
+) -> ExportResult:
+    """Export ``config.model`` to ``output`` (default: ``config.default_output()``); returns the result.
+
+    Keyword ``overrides`` replace fields of ``config`` (``export_model("m.onnx", weights="random")``).
+    ``progress`` hears each stage as it starts. A failing parity gate raises ``ParityError`` with
+    the table, and nothing is written. ``precision`` int8 or fp16 derives that variant from the
+    verified fp32 graph and records its agreement with fp32 in the metadata (``segtool.variant``).
     """
-    output = Path(output)
+    config = replace(config or ExportConfig(), **overrides)
+    output = Path(output) if output is not None else config.default_output()
+    check_output(output, config)  # found now, not after a minute of exporting
     progress("loading weights")
-    graph, meta = build_graph(model, weights, seed, labels_output)
+    graph, meta = build_graph(config.model, config.weights, config.seed, config.labels_output)
     progress("counting FLOPs")
     meta.extra["flops"] = count_flops(graph)
-    progress("exporting to ONNX")
-    proto = to_onnx(graph, opset)
-    if verify:
-        meta.extra["parity"] = {"atol": atol, "min_agreement": min_agreement, "provider": "CPUExecutionProvider",
-                                "rows": []}
+    progress("exporting to ONNX (torch.onnx, dynamo)")
+    proto = to_onnx(graph, config.opset)
     proto.producer_name, proto.producer_version = "segtool", _version("segtool")
     proto.doc_string = f"{meta.model} ({meta.weights_label}) exported by segtool"
-    progress("checking the graph")
+    progress("checking the graph (onnx.checker)")
     onnx.checker.check_model(proto, full_check=True)
-    rows, passed = [], True
-    if verify:
-        progress("comparing ONNX Runtime with PyTorch")
-        rows = parity.compare(graph, proto.SerializeToString(), shapes, meta.mean, meta.std)
-        passed = all(r.passes(atol, min_agreement) for r in rows)
-        meta.extra["parity"]["rows"] = [r.as_dict() for r in rows]
-    if not passed:
-        return ExportResult(None, meta, rows, passed=False)
-    meta.extra["precision"] = precision
-    if precision != "fp32":
+    rows: list[parity.ParityRow] = []
+    if config.verify:
+        progress(f"parity gate: PyTorch vs ONNX Runtime on {len(config.shapes)} shapes")
+        rows = parity.compare(graph, proto.SerializeToString(), config.shapes, meta.mean, meta.std)
+        meta.extra["parity"] = {
+            "atol": config.atol,
+            "min_agreement": config.min_agreement,
+            "provider": "CPUExecutionProvider",
+            "rows": [r.as_dict() for r in rows],
+        }
+        if not all(r.passes(config.atol, config.min_agreement) for r in rows):
+            raise ParityError(
+                f"parity gate failed: ONNX output differs from PyTorch beyond the gate "
+                f"(max diff <= {config.atol:g}, agreement >= {config.min_agreement:.2%}); "
+                f"{output} was not written",
+                rows,
+            )
+    meta.extra["precision"] = config.precision
+    if config.precision != "fp32":
         from .variants import make_variant
 
-        progress(f"making the {precision} variant")
-        data, record = make_variant(proto.SerializeToString(), precision, meta.mean, meta.std, shapes, calibration,
-                                    calibration_count, calibration_size)
+        progress(f"making the {config.precision} variant")
+        data, record = make_variant(proto.SerializeToString(), config, meta.mean, meta.std)
         meta.extra["variant"] = record
         proto = onnx.load_from_string(data)
         del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta.to_props())
+    progress(f"writing {output}")
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(output, proto.SerializeToString())
-    return ExportResult(output, meta, rows, passed=True)
+    return ExportResult(output, meta, rows)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -44,18 +43,24 @@ def bench_torch(model: str, seed: int, inputs: list[str], runs: int, warmup: int
     results = []
     for path in inputs:
         steps = (
-            lambda _: Image.open(path).convert("RGB"),                            # read
-            lambda image: transform(image).unsqueeze(0).to(device),               # preprocess
-            infer,                                                                # inference
+            lambda _, path=path: Image.open(path).convert("RGB"),  # read
+            lambda image: transform(image).unsqueeze(0).to(device),  # preprocess
+            infer,  # inference
             lambda out: torch.argmax(out.squeeze(0), dim=0).to(torch.uint8).cpu().numpy(),  # postprocess
-            write,                                                                # write
+            write,  # write
         )
         r = time_stages(steps, runs, warmup)
         width, height = Image.open(path).size
         r.update(input=path, height=height, width=width, images_per_s=1000 / r["total"]["median_ms"])
         results.append(r)
-    return {"backend": "pytorch eager", "device": device, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "peak_rss_mb": peak_rss_mb(), "results": results}
+    return {
+        "backend": "pytorch eager",
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "peak_rss_mb": peak_rss_mb(),
+        "results": results,
+    }
 
 
 if __name__ == "__main__":

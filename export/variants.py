@@ -14,45 +14,59 @@ on the parity inputs, and the result is stored in the file's metadata.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from segtool.runtime.errors import SegtoolError
-from segtool.runtime.imagefiles import IMAGE_SUFFIXES, read_image
+from segtool.runtime.errors import UsageError
+from segtool.runtime.jobs import iter_images
 from segtool.runtime.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
 
+from .config import ExportConfig
 from .graph import INPUT_NAME
-from .parity import ParityRow, sample_batch
+from .parity import ParityRow, row, sample_batch
 
-PRECISIONS = ("fp32", "int8", "fp16")
+log = logging.getLogger(__name__)
 
 
-def calibration_batches(mean, std, folder: Path | None, count: int, size: int) -> tuple[list[np.ndarray], str]:
-    """Model inputs for calibration and a description of where they came from."""
-    if folder is None:
+def calibration_batches(mean, std, source: Path | None, count: int, size: int) -> tuple[list[np.ndarray], str]:
+    """Model inputs for calibration and a description of where they came from.
+
+    ``source`` is a folder of images or a video (frames); unreadable images are skipped with a
+    warning, as ``segtool run`` does. None means generated smooth images.
+    """
+    if source is None:
         shapes = [(1, 3, size, size)] * count
-        return [sample_batch(s, mean, std, seed=1000 + k) for k, s in enumerate(shapes)], \
-            f"generated: {count} smooth random images at {size}x{size} (no --calibration folder given)"
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
-    if not files:
-        raise SegtoolError(f"--calibration {folder}: no images found", 2)
+        return [
+            sample_batch(s, mean, std, seed=1000 + k) for k, s in enumerate(shapes)
+        ], f"generated: {count} smooth random images at {size}x{size} (no --calibration folder given)"
+    skipped: list[str] = []
     normalize = Normalizer(mean, std)
-    batches = []
-    for path in files:
-        image = resize_for_inference(to_uint8_3ch(read_image(path)), max_size=size)
-        batches.append(normalize([image], "bgr"))
-    return batches, f"{len(files)} images from {folder}, long side {size}"
+    batches = [
+        normalize([resize_for_inference(to_uint8_3ch(image), max_size=size)], "bgr")
+        for _, image in iter_images([str(source)], count, on_error=lambda name, message: skipped.append(message))
+    ]
+    for message in skipped:
+        log.warning("calibration: skipped %s", message)
+    if not batches:
+        raise UsageError(f"--calibration {source}: no readable images or frames found")
+    note = f", {len(skipped)} unreadable skipped" if skipped else ""
+    return batches, f"{len(batches)} images from {source}, long side {size}{note}"
 
 
 def quantize_int8(fp32_model: bytes, batches: list[np.ndarray]) -> bytes:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -66,9 +80,16 @@ def quantize_int8(fp32_model: bytes, batches: list[np.ndarray]) -> bytes:
         src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(fp32_model)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        quantize_static(
+            str(pre),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
         return dst.read_bytes()
 
 
@@ -91,30 +112,31 @@ def agreement_with(reference: bytes, variant: bytes, shapes, mean, std) -> list[
     rows = []
     for k, shape in enumerate(shapes):
         x = sample_batch(shape, mean, std, seed=k)
-        ref = ref_session.run(None, {INPUT_NAME: x})[0]
-        out = var_session.run(None, {INPUT_NAME: x})[0]
-        if out.ndim == 3:  # labels-output graphs
-            rows.append(ParityRow(tuple(shape), None, float((out == ref).mean())))
-        else:
-            rows.append(ParityRow(tuple(shape), float(np.abs(out - ref).max()),
-                                  float((out.argmax(1) == ref.argmax(1)).mean())))
+        rows.append(row(shape, ref_session.run(None, {INPUT_NAME: x})[0], var_session.run(None, {INPUT_NAME: x})[0]))
     return rows
 
 
-def make_variant(fp32_model: bytes, precision: str, mean, std, shapes, calibration: Path | None = None,
-                 calibration_count: int = 8, calibration_size: int = 384) -> tuple[bytes, dict]:
+def make_variant(fp32_model: bytes, config: ExportConfig, mean, std) -> tuple[bytes, dict]:
     """fp32 ONNX bytes -> (variant bytes, metadata record of how it was made and how close it is)."""
-    if precision == "int8":
-        batches, source = calibration_batches(mean, std, calibration, calibration_count, calibration_size)
+    record: dict[str, object]
+    if config.precision == "int8":
+        batches, source = calibration_batches(
+            mean, std, config.calibration, config.calibration_count, config.calibration_size
+        )
         variant = quantize_int8(fp32_model, batches)
-        record = {"precision": "int8", "method": "onnxruntime quantize_static, QDQ, per-channel, "
-                  "uint8 activations / int8 weights, MinMax", "calibration": source, "target": "CPUExecutionProvider"}
-    elif precision == "fp16":
-        variant = convert_fp16(fp32_model)
-        record = {"precision": "fp16", "method": "onnxruntime.transformers.float16, fp32 inputs/outputs kept",
-                  "target": "CUDAExecutionProvider"}
+        record = {
+            "precision": "int8",
+            "method": "onnxruntime quantize_static, QDQ, per-channel, uint8 activations / int8 weights, MinMax",
+            "calibration": source,
+            "target": "CPUExecutionProvider",
+        }
     else:
-        raise SegtoolError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}", 2)
-    rows = agreement_with(fp32_model, variant, shapes, mean, std)
+        variant = convert_fp16(fp32_model)
+        record = {
+            "precision": "fp16",
+            "method": "onnxruntime.transformers.float16, fp32 inputs/outputs kept",
+            "target": "CUDAExecutionProvider",
+        }
+    rows = agreement_with(fp32_model, variant, config.shapes, mean, std)
     record["vs_fp32"] = [r.as_dict() for r in rows]
     return variant, record

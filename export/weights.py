@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from segtool.runtime.errors import SegtoolError
+from segtool.runtime.errors import WeightsError
 
 from .models import ModelSpec
 
@@ -23,7 +23,7 @@ from .models import ModelSpec
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 
 
-class WeightsUnavailable(SegtoolError):
+class WeightsUnavailable(WeightsError):
     """The pretrained weights could not be fetched (offline, proxy, server down)."""
 
 
@@ -62,29 +62,32 @@ def _download(spec: ModelSpec, member: str | None) -> tuple[dict, dict]:
         raise WeightsUnavailable(
             f"cannot download pretrained weights {w.url} ({reason}). Fetch {filename} on a machine with "
             f"internet and pass it with --weights PATH/{filename}, or place it in "
-            f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}/", 2) from None
+            f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}/"
+        ) from None
     return state, {"kind": "torchvision", "name": f"{type(w).__name__}.{w.name}", "file": filename}
 
 
 def load_checkpoint(path: Path) -> tuple[dict, dict]:
     """Load a local torchvision-style checkpoint safely (tensors only, nothing executed)."""
     if not path.is_file():
-        raise SegtoolError(f"weights file {path} not found (use DEFAULT, random, or a checkpoint path)", 2)
+        raise WeightsError(f"weights file {path} not found (use DEFAULT, random, or a checkpoint path)")
     digest = sha256_of(path)
     named = _HASH_IN_NAME.search(path.name)
     if named and not digest.startswith(named.group(1)):
-        raise SegtoolError(f"{path}: sha256 {digest[:12]}... does not match the {named.group(1)} in its "
-                           "name: the file is corrupt or incomplete", 2)
+        raise WeightsError(
+            f"{path}: sha256 {digest[:12]}... does not match the {named.group(1)} in its "
+            "name: the file is corrupt or incomplete"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise SegtoolError(f"{path}: not a readable PyTorch checkpoint ({first})", 2) from None
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     for key in ("model", "state_dict"):  # torchvision's references save {"model": ..., "optimizer": ...}
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise SegtoolError(f"{path}: not a state dict of tensors", 2)
+        raise WeightsError(f"{path}: not a state dict of tensors")
     return obj, {"kind": "file", "file": path.name, "sha256": digest}
 
 
@@ -100,7 +103,14 @@ def apply_state_dict(model: torch.nn.Module, state: dict, source: str, model_nam
     unexpected = sorted(state.keys() - own.keys())
     mismatched = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
-        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
-                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if v]
-        raise SegtoolError(f"{source} does not fit {model_name}: " + ", ".join(parts), 2)
+        parts = [
+            f"{len(v)} {what} (e.g. {v[0]})"
+            for what, v in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", mismatched),
+            )
+            if v
+        ]
+        raise WeightsError(f"{source} does not fit {model_name}: " + ", ".join(parts))
     model.load_state_dict(state)

@@ -7,18 +7,25 @@ not do it, labels back to full size), write (paletted PNG, atomically). Medians 
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from .errors import SegtoolError, UsageError
 from .imagefiles import atomic_write_bytes, encode_image, read_image
+from .jobs import JobOptions, segment_video
 from .outputs import Painter
 from .segmenter import Segmenter
+from .sources import VIDEO, Source
+from .synthetic import smooth_image
+from .video import VideoSource
 
 STAGES = ("read", "preprocess", "inference", "postprocess", "write")
 
@@ -49,8 +56,9 @@ def matmul_gflops(n: int = 4096, runs: int = 5) -> dict:
 def time_stages(steps, runs: int, warmup: int) -> dict:
     """Run a chain of five stage functions (each takes the previous one's result) ``warmup + runs``
     times; per-stage and total stats over the timed runs, and the first run as the cold latency."""
-    samples = {stage: [] for stage in STAGES}
-    totals, cold = [], None
+    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    totals: list[float] = []
+    cold = 0.0
     for i in range(warmup + runs):
         value, lap = None, []
         start = previous = time.perf_counter()
@@ -65,7 +73,7 @@ def time_stages(steps, runs: int, warmup: int) -> dict:
             for stage, dt in zip(STAGES, lap):
                 samples[stage].append(dt)
             totals.append(previous - start)
-    result = {stage: stats(v) for stage, v in samples.items()}
+    result: dict = {stage: stats(v) for stage, v in samples.items()}
     result["total"] = stats(totals)
     result["cold_ms"] = cold * 1000
     return result
@@ -75,10 +83,10 @@ def bench_file(seg: Segmenter, image_path: Path, runs: int, warmup: int, workdir
     """Time every stage of the runtime for one image file."""
     painter = Painter(seg.meta)
     steps = (
-        lambda _: read_image(image_path),                                         # read
-        lambda image: (image.shape[:2], seg.prepare([image])),                    # preprocess
-        lambda prepared: (prepared[0], seg.run(prepared[1])),                     # inference
-        lambda produced: seg.labels_at(produced[1], *produced[0])[0],             # postprocess
+        lambda _: read_image(image_path),  # read
+        lambda image: (image.shape[:2], seg.prepare([image])),  # preprocess
+        lambda prepared: (prepared[0], seg.run(prepared[1])),  # inference
+        lambda produced: seg.labels_at(produced[1], *produced[0])[0],  # postprocess
         lambda labels: atomic_write_bytes(workdir / "labels.png", painter.labels_png(labels)),  # write
     )
     return time_stages(steps, runs, warmup)
@@ -86,11 +94,8 @@ def bench_file(seg: Segmenter, image_path: Path, runs: int, warmup: int, workdir
 
 def sample_file(height: int, width: int, workdir: Path) -> Path:
     """A JPEG of the requested size (smooth random colours) for sizes with no user image."""
-    rng = np.random.default_rng(height * 7919 + width)
-    coarse = rng.integers(0, 256, size=(max(2, height // 24), max(2, width // 24), 3), dtype=np.uint8)
-    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     path = workdir / f"sample_{width}x{height}.jpg"
-    atomic_write_bytes(path, encode_image(image, ".jpg"))
+    atomic_write_bytes(path, encode_image(smooth_image(height, width, seed=height * 7919 + width, cell=24), ".jpg"))
     return path
 
 
@@ -111,35 +116,104 @@ def bench_runtime(model: Path, inputs: list[Path], device: str, runs: int, warmu
                 r["gflops_per_s"] = r["gflop"] / (r["inference"]["median_ms"] / 1000)
             r["images_per_s"] = 1000 / r["total"]["median_ms"]
             results.append(r)
-    return {"backend": "onnxruntime", "provider": seg.provider, "precision": seg.meta.precision,
-            "output": seg.meta.output, "threads": os.cpu_count(), "session_create_s": session_s,
-            "peak_rss_mb": peak_rss_mb(), "model": seg.meta.model, "weights": seg.meta.weights_label,
-            "weights_record": seg.meta.weights, "results": results}
+    return {
+        "backend": "onnxruntime",
+        "provider": seg.provider,
+        "precision": seg.meta.precision,
+        "output": seg.meta.output,
+        "threads": os.cpu_count(),
+        "session_create_s": session_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "model": seg.meta.model,
+        "weights": seg.meta.weights_label,
+        "weights_record": seg.meta.weights,
+        "results": results,
+    }
 
 
 def bench_video(seg: Segmenter, path: Path, frames: int, size: tuple[int, int] | None, max_size: int | None) -> dict:
-    """End-to-end video FPS (decode -> infer -> overlay mp4) against pure inference FPS on the same
-    frames, measured back to back in this process."""
-    from .video import VideoOutputs, VideoSource, segment_frames
-
+    """End-to-end video FPS (decode -> infer -> overlay mp4, through the job layer) against pure
+    inference FPS on the same frames, measured back to back in this process."""
     with VideoSource(str(path)) as video:
         decoded = list(video.frames(frames))
-        fps_in, width, height = video.fps, video.width, video.height
+        width, height = video.width, video.height
     tensors = [seg.prepare([f], "bgr", max_size, size) for f in decoded]
     seg.run(tensors[0])  # warm-up at this shape
     started = time.perf_counter()
     for tensor in tensors:
         seg.run(tensor)
     pure_s = time.perf_counter() - started
+    options = JobOptions(video_kinds=("overlay",), max_size=max_size, size=size, max_frames=frames)
     with tempfile.TemporaryDirectory(prefix="segtool-bench-video-") as tmp:
         started = time.perf_counter()
-        with VideoSource(str(path)) as video:
-            outputs = VideoOutputs(Path(tmp), "bench", fps_in, width, height, Painter(seg.meta), {"overlay"})
-            for frame, labels in segment_frames(seg, video.frames(frames), max_size, size):
-                outputs.put(frame, labels)
-            outputs.close()
+        result = segment_video(seg, Source(VIDEO, str(path), "bench"), Path(tmp), options)
         e2e_s = time.perf_counter() - started
     n = len(decoded)
-    return {"video": str(path), "frames": n, "frame_size": [width, height],
-            "inference_size": list(tensors[0].shape[2:][::-1]), "pure_inference_fps": n / pure_s,
-            "end_to_end_fps": n / e2e_s, "ratio": pure_s / e2e_s}
+    return {
+        "video": str(path),
+        "frames": n,
+        "frame_size": [width, height],
+        "inference_size": list(tensors[0].shape[2:][::-1]),
+        "pure_inference_fps": n / pure_s,
+        "end_to_end_fps": result.frames / e2e_s,
+        "ratio": (pure_s / n) / (e2e_s / result.frames),
+    }
+
+
+def run_torch(model_name: str, seed: int, inputs: list[Path], runs: int, warmup: int, device: str) -> dict:
+    """The seed's PyTorch pipeline in a child process: its own imports, its own peak memory."""
+    command = [
+        sys.executable,
+        "-m",
+        "segtool.export.torch_bench",
+        model_name,
+        str(seed),
+        str(runs),
+        str(warmup),
+        device,
+        *map(str, inputs),
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        if "No module named" in last:
+            raise UsageError(f"--torch needs PyTorch: pip install 'segtool[export]' ({last})")
+        raise SegtoolError(f"the PyTorch benchmark failed: {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_report(
+    model: Path,
+    sizes: list[tuple[int, int]],
+    images: list[Path],
+    videos: list[Path],
+    device: str = "auto",
+    runs: int = 5,
+    warmup: int = 1,
+    torch: bool = False,
+    matmul: bool = True,
+    cache: bool = False,
+    frames: int = 30,
+    video_size: tuple[int, int] | None = None,
+) -> dict:
+    """Everything `segtool bench` measures, in one process: still images (per-stage timings,
+    optionally the PyTorch pipeline on the same inputs), videos (end-to-end vs pure inference)
+    and the matmul reference."""
+    report: dict = {}
+    with tempfile.TemporaryDirectory(prefix="segtool-bench-inputs-") as tmp:
+        inputs = [sample_file(h, w, Path(tmp)) for w, h in sizes] + list(images)
+        if inputs:
+            report["runtime"] = bench_runtime(model, inputs, device, runs, warmup, cache)
+            if torch:
+                rt = report["runtime"]
+                torch_device = "cuda" if rt["provider"] != "CPUExecutionProvider" else "cpu"
+                # Same architecture, seeded weights: timing does not depend on the weights' values.
+                report["pytorch"] = run_torch(
+                    rt["model"], rt["weights_record"].get("seed", 0), inputs, runs, warmup, torch_device
+                )
+    if videos:
+        seg = Segmenter(model, device=device, warn_random=False, cache=cache)
+        report["videos"] = [bench_video(seg, v, frames, video_size, None) | {"provider": seg.provider} for v in videos]
+    if matmul:
+        report["matmul"] = matmul_gflops()
+    return report

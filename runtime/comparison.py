@@ -8,34 +8,17 @@ them at the same resolution, and each model's inference time is kept.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import SegtoolError
+from .agreement import compare_outputs, label_agreement
+from .errors import UsageError
 from .evaluation import ConfusionMatrix
-from .imagefiles import read_image
-from .sources import IMAGE, MISSING, expand
-from .video import VideoSource
+from .jobs import iter_images
 
-
-def iter_images(sources: list[str], limit: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, BGR image) from images, folders, globs and video frames, at most ``limit`` in all."""
-    count = 0
-    for item in expand(sources):
-        if limit and count >= limit:
-            return
-        if item.kind == MISSING:
-            raise SegtoolError(f"{item}: no such file or folder, and no file matches it", 2)
-        if item.kind == IMAGE:
-            count += 1
-            yield str(item), read_image(item.location)
-            continue
-        with VideoSource(item.location) as video:
-            for k, frame in enumerate(video.frames(None if not limit else limit - count)):
-                count += 1
-                yield f"{item}#{k}", frame
+__all__ = ["CompareResult", "compare_models", "iter_images"]
 
 
 @dataclass
@@ -43,22 +26,26 @@ class CompareResult:
     confusion: ConfusionMatrix
     images: int = 0
     pixels: int = 0
-    agreeing: int = 0
+    agreeing: float = 0.0
     max_abs_logit_diff: float | None = None
     abs_logit_diff_sum: float = 0.0
     logit_count: int = 0
     times_a: list[float] = field(default_factory=list)
     times_b: list[float] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """Plain JSON: a figure that cannot be computed (no image) is None, never NaN."""
+        miou = self.confusion.miou()
         return {
             "images": self.images,
-            "pixel_agreement": self.agreeing / self.pixels if self.pixels else float("nan"),
-            "miou_b_vs_a": self.confusion.miou(),
+            "pixel_agreement": self.agreeing / self.pixels if self.pixels else None,
+            "miou_b_vs_a": None if np.isnan(miou) else miou,
             "max_abs_logit_diff": self.max_abs_logit_diff,
             "mean_abs_logit_diff": self.abs_logit_diff_sum / self.logit_count if self.logit_count else None,
             "a_inference_ms_median": float(np.median(self.times_a)) * 1000 if self.times_a else None,
             "b_inference_ms_median": float(np.median(self.times_b)) * 1000 if self.times_b else None,
+            "problems": self.problems,
         }
 
 
@@ -69,10 +56,16 @@ def _timed(seg, image, max_size):
     return output, time.perf_counter() - started
 
 
-def compare_models(seg_a, seg_b, images: Iterable[tuple[str, np.ndarray]], max_size_a: int | None = None,
-                   max_size_b: int | None = None, on_image: Callable[[str], None] | None = None) -> CompareResult:
+def compare_models(
+    seg_a,
+    seg_b,
+    images: Iterable[tuple[str, np.ndarray]],
+    max_size_a: int | None = None,
+    max_size_b: int | None = None,
+    on_image: Callable[[str], None] | None = None,
+) -> CompareResult:
     if tuple(seg_a.meta.classes) != tuple(seg_b.meta.classes):
-        raise SegtoolError("the two models have different class lists: nothing to compare", 2)
+        raise UsageError("the two models have different class lists: nothing to compare")
     result = CompareResult(ConfusionMatrix(len(seg_a.meta.classes)))
     for name, image in images:
         h, w = image.shape[:2]
@@ -81,16 +74,16 @@ def compare_models(seg_a, seg_b, images: Iterable[tuple[str, np.ndarray]], max_s
         labels_a = seg_a.labels_at(out_a, h, w)[0]
         labels_b = seg_b.labels_at(out_b, h, w)[0]
         result.confusion.update(labels_a, labels_b)
-        result.agreeing += int((labels_a == labels_b).sum())
+        result.agreeing += label_agreement(labels_a, labels_b) * labels_a.size
         result.pixels += labels_a.size
         result.images += 1
         result.times_a.append(dt_a)
         result.times_b.append(dt_b)
-        if out_a.ndim == 4 and out_a.shape == out_b.shape:
-            diff = np.abs(out_a - out_b)
-            result.max_abs_logit_diff = max(result.max_abs_logit_diff or 0.0, float(diff.max()))
-            result.abs_logit_diff_sum += float(diff.sum(dtype=np.float64))
-            result.logit_count += diff.size
+        diff = compare_outputs(out_a, out_b) if out_a.shape == out_b.shape else None
+        if diff and diff.max_abs_diff is not None and diff.mean_abs_diff is not None:
+            result.max_abs_logit_diff = max(result.max_abs_logit_diff or 0.0, diff.max_abs_diff)
+            result.abs_logit_diff_sum += diff.mean_abs_diff * out_a.size
+            result.logit_count += out_a.size
         if on_image:
             on_image(name)
     return result

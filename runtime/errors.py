@@ -1,13 +1,48 @@
-"""The one exception type that means "the user gave us something we cannot use".
+"""segtool's error types: what went wrong, never how the process should exit.
 
-The CLI turns it into a single line on stderr and the exit code it carries; anything else
-is a bug and keeps its traceback.
+Every user-facing failure is a ``SegtoolError`` subclass; the CLI maps each class to an exit
+code (``segtool.cli.main.EXIT_CODES``) and prints one line. Anything else is a bug and keeps
+its traceback.
 """
+
+from __future__ import annotations
 
 
 class SegtoolError(Exception):
-    """A user-facing error: bad input, missing file, unavailable device."""
+    """Base class: a failure the user can act on (bad input, missing file, unavailable device)."""
 
-    def __init__(self, message: str, exit_code: int = 2):
+
+class UsageError(SegtoolError):
+    """Flags or arguments that cannot work together or cannot be parsed."""
+
+
+class InputError(SegtoolError):
+    """One input (image, video, sample) cannot be used; a run over many inputs reports it and goes on."""
+
+
+class OutputError(SegtoolError):
+    """An output cannot be written (folder not writable, disk full, name taken by a directory)."""
+
+
+class ModelError(SegtoolError):
+    """The model file is missing, unreadable, or its segtool metadata is broken."""
+
+
+class DeviceError(ModelError):
+    """The requested execution provider cannot be had on this machine."""
+
+
+class WeightsError(ModelError):
+    """Weights cannot be downloaded, read, or do not fit the architecture."""
+
+
+class ParityError(SegtoolError):
+    """The exported graph does not behave like the PyTorch model; carries the measured table."""
+
+    def __init__(self, message: str, rows: list | None = None):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.rows = list(rows or [])
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup path for an interrupt runs for it too."""

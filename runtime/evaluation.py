@@ -10,14 +10,14 @@ torchvision evaluates these weights; ``resize=None`` evaluates at the original r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
-from .errors import SegtoolError
+from .errors import InputError, UsageError
 from .imagefiles import read_image
 from .voc import VOC_IGNORE_INDEX, voc_colormap
 
@@ -62,7 +62,7 @@ def read_voc_mask(path: Path) -> np.ndarray:
     keys, inverse = np.unique(packed, return_inverse=True)
     unknown = [k for k in keys.tolist() if k not in _VOC_INDEX]
     if unknown:
-        raise SegtoolError(f"{path}: {len(unknown)} colour(s) outside the VOC palette", 1)
+        raise InputError(f"{path}: {len(unknown)} colour(s) outside the VOC palette")
     return np.array([_VOC_INDEX[k] for k in keys.tolist()], np.uint8)[inverse.reshape(packed.shape)]
 
 
@@ -76,12 +76,15 @@ class VocSample:
 def voc_samples(root: Path, split: str = "val", limit: int | None = None) -> list[VocSample]:
     split_file = Path(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not split_file.is_file():
-        raise SegtoolError(f"{split_file} not found: --data must be a VOC-format folder (JPEGImages/, "
-                           "SegmentationClass/, ImageSets/Segmentation/<split>.txt)", 2)
+        raise UsageError(
+            f"{split_file} not found: --data must be a VOC-format folder (JPEGImages/, "
+            "SegmentationClass/, ImageSets/Segmentation/<split>.txt)"
+        )
     ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
     ids = ids[:limit] if limit else ids
-    return [VocSample(i, Path(root) / "JPEGImages" / f"{i}.jpg", Path(root) / "SegmentationClass" / f"{i}.png")
-            for i in ids]
+    return [
+        VocSample(i, Path(root) / "JPEGImages" / f"{i}.jpg", Path(root) / "SegmentationClass" / f"{i}.png") for i in ids
+    ]
 
 
 def resize_short_side(image: np.ndarray, short: int, interpolation: int) -> np.ndarray:
@@ -94,16 +97,16 @@ def resize_short_side(image: np.ndarray, short: int, interpolation: int) -> np.n
 def load_pair(sample: VocSample, num_classes: int, resize: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Image and mask, validated and brought to evaluation resolution."""
     if not sample.mask.is_file():
-        raise SegtoolError(f"{sample.id}: no mask {sample.mask}", 1)
+        raise InputError(f"{sample.id}: no mask {sample.mask}")
     image = read_image(sample.image)
     mask = read_voc_mask(sample.mask)
     if mask.shape != image.shape[:2]:
-        raise SegtoolError(f"{sample.id}: mask is {mask.shape[1]}x{mask.shape[0]} but image is "
-                           f"{image.shape[1]}x{image.shape[0]}", 1)
+        raise InputError(
+            f"{sample.id}: mask is {mask.shape[1]}x{mask.shape[0]} but image is {image.shape[1]}x{image.shape[0]}"
+        )
     bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(num_classes), VOC_IGNORE_INDEX])
     if bad.size:
-        raise SegtoolError(f"{sample.id}: mask has values outside 0..{num_classes - 1} and 255: "
-                           f"{bad[:5].tolist()}", 1)
+        raise InputError(f"{sample.id}: mask has values outside 0..{num_classes - 1} and 255: {bad[:5].tolist()}")
     if resize:
         shrink = resize < min(image.shape[:2])
         image = resize_short_side(image, resize, cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -121,15 +124,30 @@ class EvalResult:
 
     def as_dict(self) -> dict:
         iou = self.confusion.iou()
-        return {"miou": self.confusion.miou(), "pixel_accuracy": self.confusion.pixel_accuracy(),
-                "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(self.classes, iou)},
-                "images": self.images, "seconds": round(self.seconds, 3),
-                "images_per_s": self.images / self.seconds if self.seconds else 0.0,
-                "problems": self.problems, "confusion_matrix": self.confusion.matrix.tolist()}
+        return {
+            "miou": _finite(self.confusion.miou()),
+            "pixel_accuracy": _finite(self.confusion.pixel_accuracy()),
+            "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(self.classes, iou)},
+            "images": self.images,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": self.images / self.seconds if self.seconds else 0.0,
+            "problems": self.problems,
+            "confusion_matrix": self.confusion.matrix.tolist(),
+        }
 
 
-def evaluate(seg, samples: list[VocSample], resize: int | None = 520, strict: bool = False,
-             on_image: Callable[[str], None] | None = None) -> EvalResult:
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: a figure that cannot be computed (no sample) is None."""
+    return None if np.isnan(value) else float(value)
+
+
+def evaluate(
+    seg,
+    samples: list[VocSample],
+    resize: int | None = 520,
+    strict: bool = False,
+    on_image: Callable[[str], None] | None = None,
+) -> EvalResult:
     """Run ``seg`` (anything with ``segment(image)`` and ``meta.classes``) over the samples."""
     classes = tuple(seg.meta.classes)
     result = EvalResult(classes, ConfusionMatrix(len(classes)))
@@ -137,7 +155,7 @@ def evaluate(seg, samples: list[VocSample], resize: int | None = 520, strict: bo
     for sample in samples:
         try:
             image, mask = load_pair(sample, len(classes), resize)
-        except SegtoolError as exc:
+        except InputError as exc:
             if strict:
                 raise
             result.problems.append({"id": sample.id, "error": str(exc)})

@@ -3,24 +3,29 @@
 Like torchvision's weights enums, everything needed to use the model (classes, palette,
 normalization, what the output means) and where it came from (weights, versions, parity)
 travels with the weights, here inside the .onnx file. Export writes it with ``to_props``;
-the runtime reads it back through ONNX Runtime with ``from_props``, so no torch or onnx
-import is needed at run time.
+the runtime reads it back through ONNX Runtime with ``from_session``, which validates every
+field and checks it against the graph, so a broken file is one clear error naming the field,
+never a traceback later. No torch or onnx import is needed at run time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .errors import SegtoolError
+from .errors import ModelError
 
 FORMAT_VERSION = "1"
 PREFIX = "segtool."
 
 OUTPUT_LOGITS = "logits"  # float32 [N, C, H, W]
 OUTPUT_LABELS = "labels"  # uint8 [N, H, W], argmax done in the graph
+MAX_CLASSES = 256  # labels are uint8
+REQUIRED = ("format", "model", "classes", "palette", "mean", "std", "channel_order", "output", "weights")
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class ModelMetadata:
     std: tuple[float, float, float]
     channel_order: str  # channel order the graph expects: "RGB"
     output: str  # OUTPUT_LOGITS or OUTPUT_LABELS
-    weights: dict  # {"kind": "torchvision"|"file"|"random", ...}
+    weights: dict
     versions: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # other segtool.* keys, parsed JSON where possible
 
@@ -55,7 +60,7 @@ class ModelMetadata:
             return f"torchvision {self.weights.get('name')}"
         if kind == "file":
             return f"checkpoint {self.weights.get('file')} (sha256 {str(self.weights.get('sha256'))[:12]})"
-        return str(self.weights)
+        return json.dumps(self.weights)
 
     def to_props(self) -> dict[str, str]:
         props = {
@@ -75,38 +80,122 @@ class ModelMetadata:
         return {PREFIX + k: v for k, v in props.items()}
 
     @classmethod
-    def from_props(cls, props: dict[str, str], source: str = "model") -> "ModelMetadata":
-        ours = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
-        if not ours:
-            raise SegtoolError(f"{source} has no segtool metadata: export it with `segtool export`")
-        try:
-            if ours.pop("format") != FORMAT_VERSION:
-                raise SegtoolError(f"{source} uses an unknown segtool metadata format; re-export it")
-            classes = tuple(json.loads(ours.pop("classes")))
-            palette = np.array(json.loads(ours.pop("palette")), dtype=np.uint8).reshape(-1, 3)
-            meta = cls(
-                model=ours.pop("model"),
-                classes=classes,
-                palette=palette,
-                mean=tuple(json.loads(ours.pop("mean"))),
-                std=tuple(json.loads(ours.pop("std"))),
-                channel_order=ours.pop("channel_order"),
-                output=ours.pop("output"),
-                weights=json.loads(ours.pop("weights")),
-                versions=json.loads(ours.pop("versions", "{}")),
-                extra={k: _maybe_json(v) for k, v in ours.items()},
-            )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise SegtoolError(f"{source} has incomplete segtool metadata ({exc}); re-export it") from None
-        if len(meta.palette) < len(meta.classes) or meta.channel_order not in ("RGB", "BGR"):
-            raise SegtoolError(f"{source} has inconsistent segtool metadata; re-export it")
-        if meta.output not in (OUTPUT_LOGITS, OUTPUT_LABELS):
-            raise SegtoolError(f"{source} declares an unknown output kind {meta.output!r}")
+    def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
+        """Parse and validate the segtool.* properties; ``ModelError`` naming the first bad field."""
+        fields, problems = _parse(props)
+        if problems:
+            raise ModelError(f"{source}: {problems[0]}; re-export it with `segtool export`")
+        return cls(**fields)
+
+    @classmethod
+    def from_session(cls, session: Any, source: str = "model") -> ModelMetadata:
+        """Read from an ONNX Runtime session and check the metadata against the graph's inputs/outputs."""
+        props = session.get_modelmeta().custom_metadata_map
+        meta = cls.from_props(props, source)
+        problems = graph_problems(meta, session.get_inputs(), session.get_outputs())
+        if problems:
+            raise ModelError(f"{source}: {problems[0]}")
         return meta
 
 
-def _maybe_json(value: str):
+def _maybe_json(value: str) -> Any:
     try:
         return json.loads(value)
     except ValueError:
         return value
+
+
+def _numbers(value: Any, length: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == length
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+
+
+def _parse(props: dict[str, str]) -> tuple[dict, list[str]]:
+    """(constructor fields, problems) for segtool.* properties; problems name the field."""
+    ours = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
+    if not ours:
+        return {}, ["has no segtool metadata (not exported by segtool)"]
+    missing = [k for k in REQUIRED if k not in ours]
+    if missing:
+        return {}, [f"segtool metadata is incomplete: no {', '.join(PREFIX + k for k in missing)}"]
+    if ours["format"] != FORMAT_VERSION:
+        return {}, [f"{PREFIX}format {ours['format']!r} is unknown to this segtool (expects {FORMAT_VERSION})"]
+    parsed = {k: _maybe_json(v) for k, v in ours.items()}
+    problems = []
+    classes, palette = parsed["classes"], parsed["palette"]
+    if not (isinstance(classes, list) and 0 < len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
+        problems.append(f"{PREFIX}classes must be a list of 1 to {MAX_CLASSES} names")
+        classes = []
+    if not (isinstance(palette, list) and all(_numbers(c, 3) for c in palette)):
+        problems.append(f"{PREFIX}palette must be a list of [r, g, b] triples")
+    elif any(not (0 <= v <= 255 and float(v).is_integer()) for c in palette for v in c):
+        problems.append(f"{PREFIX}palette has a value outside the integers 0..255")
+    elif len(palette) < len(classes):
+        problems.append(f"{PREFIX}palette has {len(palette)} colours for {len(classes)} classes")
+    for key in ("mean", "std"):
+        if not _numbers(parsed[key], 3):
+            problems.append(f"{PREFIX}{key} must be 3 finite numbers (got {ours[key][:40]})")
+    if _numbers(parsed["std"], 3) and min(parsed["std"]) <= 0:
+        problems.append(f"{PREFIX}std must be positive (got {parsed['std']})")
+    if parsed["channel_order"] not in ("RGB", "BGR"):
+        problems.append(f"{PREFIX}channel_order must be RGB or BGR (got {ours['channel_order'][:20]!r})")
+    if parsed["output"] not in (OUTPUT_LOGITS, OUTPUT_LABELS):
+        problems.append(f"{PREFIX}output must be logits or labels (got {ours['output'][:20]!r})")
+    if not isinstance(parsed["weights"], dict):
+        problems.append(f"{PREFIX}weights must be a JSON object")
+    versions = parsed.pop("versions", {})
+    if not isinstance(versions, dict):
+        problems.append(f"{PREFIX}versions must be a JSON object")
+    if problems:
+        return {}, problems
+    fields = {
+        "model": str(parsed.pop("model")),
+        "classes": tuple(parsed.pop("classes")),
+        "palette": np.array(parsed.pop("palette"), dtype=np.uint8).reshape(-1, 3),
+        "mean": tuple(float(v) for v in parsed.pop("mean")),
+        "std": tuple(float(v) for v in parsed.pop("std")),
+        "channel_order": parsed.pop("channel_order"),
+        "output": parsed.pop("output"),
+        "weights": parsed.pop("weights"),
+        "versions": versions,
+    }
+    parsed.pop("format")
+    fields["extra"] = parsed
+    return fields, []
+
+
+def graph_problems(meta: ModelMetadata, inputs: list, outputs: list) -> list[str]:
+    """What in the metadata contradicts the graph (ONNX Runtime NodeArg lists), or does not fit segtool."""
+    problems = []
+    if len(inputs) != 1 or len(outputs) < 1:
+        return [f"a segmentation graph has one input and an output (this one has {len(inputs)} and {len(outputs)})"]
+    image, out = inputs[0], outputs[0]
+    if len(image.shape) != 4 or (isinstance(image.shape[1], int) and image.shape[1] != 3):
+        problems.append(f"input {image.name} is {image.shape}, not [batch, 3, height, width]")
+    if image.type not in ("tensor(float)",):
+        problems.append(f"input {image.name} is {image.type}, not tensor(float)")
+    if meta.output == OUTPUT_LOGITS:
+        if out.type not in ("tensor(float)", "tensor(float16)") or len(out.shape) != 4:
+            problems.append(
+                f"{PREFIX}output says logits but the graph's output {out.name} is {out.type} of rank {len(out.shape)}"
+            )
+        elif isinstance(out.shape[1], int) and out.shape[1] != len(meta.classes):
+            problems.append(
+                f"{PREFIX}classes lists {len(meta.classes)} classes but the graph outputs {out.shape[1]} channels"
+            )
+    elif out.type not in ("tensor(uint8)", "tensor(int64)", "tensor(int32)") or len(out.shape) != 3:
+        problems.append(
+            f"{PREFIX}output says labels but the graph's output {out.name} is {out.type} of rank {len(out.shape)}"
+        )
+    return problems
+
+
+def metadata_problems(session: Any) -> list[str]:
+    """Every problem with a session's segtool metadata, for ``segtool info`` (empty if it is sound)."""
+    fields, problems = _parse(session.get_modelmeta().custom_metadata_map)
+    if problems:
+        return problems
+    return graph_problems(ModelMetadata(**fields), session.get_inputs(), session.get_outputs())

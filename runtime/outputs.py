@@ -1,21 +1,34 @@
-"""The pictures written for one segmented image: paletted labels, colour mask, overlay.
+"""Label maps -> the pictures segtool writes, for still images and video frames alike.
 
-All files are written atomically. Pictures made with random weights say so: PNGs carry a
-tEXt note and the overlay is stamped, so no one mistakes them for a real segmentation.
+``Painter.compose`` is the one place that makes the colour mask, the overlay and the
+side-by-side view. Pictures made with random weights say so: PNGs carry a tEXt note and the
+overlay is stamped, so no one mistakes them for a real segmentation. Paletted label PNGs are
+written by Pillow (OpenCV cannot write palettes).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
-from . import png
 from .imagefiles import atomic_write_bytes, encode_image
 from .metadata import ModelMetadata
 from .visualize import blend, colorize, stamp
 
 RANDOM_STAMP = "RANDOM WEIGHTS - labels are meaningless"
+IMAGE_KINDS = ("labels", "mask", "overlay", "side-by-side")
+#: file name suffix of each kind: still images, then videos (labels of videos go to <stem>_frames/)
+IMAGE_SUFFIXES = {
+    "labels": "_labels.png",
+    "mask": "_mask.png",
+    "overlay": "_overlay.jpg",
+    "side-by-side": "_side-by-side.jpg",
+}
+VIDEO_SUFFIXES = {"mask": "_mask.mp4", "overlay": "_overlay.mp4", "side-by-side": "_side-by-side.mp4"}
 
 
 class Painter:
@@ -29,41 +42,64 @@ class Painter:
         self.palette_bgr = np.ascontiguousarray(self.palette_rgb[:, ::-1])
         self.note = {"Software": "segtool", "Comment": f"{meta.model}, {meta.weights_label}"}
 
-    def mask(self, labels: np.ndarray) -> np.ndarray:
-        return colorize(labels, self.palette_bgr)
-
-    def overlay(self, image_bgr: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        picture = blend(image_bgr, self.mask(labels) if mask is None else mask, self.alpha)
-        return stamp(picture, RANDOM_STAMP) if self.meta.random_weights else picture
+    def compose(self, image_bgr: np.ndarray, labels: np.ndarray, kinds) -> dict[str, np.ndarray]:
+        """The requested pictures of one image or frame: mask, overlay, side-by-side (BGR arrays)
+        and labels (the label map itself). Each is computed once, only if some kind needs it."""
+        kinds = set(kinds)
+        pictures: dict[str, np.ndarray] = {}
+        if "labels" in kinds:
+            pictures["labels"] = labels
+        if kinds & {"mask", "overlay", "side-by-side"}:
+            mask = colorize(labels, self.palette_bgr)
+            if "mask" in kinds:
+                pictures["mask"] = mask
+            if kinds & {"overlay", "side-by-side"}:
+                overlay = blend(image_bgr, mask, self.alpha)
+                overlay = stamp(overlay, RANDOM_STAMP) if self.meta.random_weights else overlay
+                if "overlay" in kinds:
+                    pictures["overlay"] = overlay
+                if "side-by-side" in kinds:
+                    pictures["side-by-side"] = np.hstack([image_bgr, overlay])
+        return pictures
 
     def labels_png(self, labels: np.ndarray) -> bytes:
-        return png.encode_paletted(labels, self.palette_rgb, self.note)
+        """8-bit paletted PNG: pixel value = class index, palette = class colours (VOC convention)."""
+        picture = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+        picture.putpalette(self.palette_rgb.tobytes())
+        return _png_bytes(picture, self.note)
 
-    def mask_png(self, mask: np.ndarray) -> bytes:
-        return png.add_text(encode_image(mask, ".png"), self.note)
+    def mask_png(self, mask_bgr: np.ndarray) -> bytes:
+        return _png_bytes(Image.fromarray(np.ascontiguousarray(mask_bgr[:, :, ::-1])), self.note)
+
+    def encode(self, kind: str, picture: np.ndarray) -> bytes:
+        """Bytes of the file a still image's picture of ``kind`` is written as."""
+        if kind == "labels":
+            return self.labels_png(picture)
+        if kind == "mask":
+            return self.mask_png(picture)
+        return encode_image(picture, ".jpg")
 
 
-IMAGE_KINDS = ("labels", "mask", "overlay", "side-by-side")
+def _png_bytes(picture: Image.Image, text: dict[str, str]) -> bytes:
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", pnginfo=info, optimize=False, compress_level=6)
+    return buffer.getvalue()
 
 
-def save_image_outputs(painter: Painter, out_dir: Path, stem: str, image_bgr: np.ndarray, labels: np.ndarray,
-                       kinds=("labels", "mask", "overlay")) -> dict[str, str]:
-    """Write the chosen pictures: <stem>_labels.png (paletted), <stem>_mask.png, <stem>_overlay.jpg,
-    <stem>_side-by-side.jpg (image | overlay). Returns kind -> path."""
+def output_paths(out_dir: Path, stem: str, kinds, suffixes: dict[str, str]) -> dict[str, Path]:
+    """kind -> output file for one input (``stem`` may hold sub-folders)."""
     base = out_dir / stem
-    base.parent.mkdir(parents=True, exist_ok=True)
-    mask = painter.mask(labels)
-    overlay = painter.overlay(image_bgr, labels, mask) if {"overlay", "side-by-side"} & set(kinds) else None
-    encoders = {
-        "labels": ("_labels.png", lambda: painter.labels_png(labels)),
-        "mask": ("_mask.png", lambda: painter.mask_png(mask)),
-        "overlay": ("_overlay.jpg", lambda: encode_image(overlay, ".jpg")),
-        "side-by-side": ("_side-by-side.jpg", lambda: encode_image(np.hstack([image_bgr, overlay]), ".jpg")),
-    }
+    return {kind: base.parent / (base.name + suffixes[kind]) for kind in kinds if kind in suffixes}
+
+
+def save_pictures(painter: Painter, pictures: dict[str, np.ndarray], paths: dict[str, Path]) -> dict[str, str]:
+    """Encode and write each picture atomically; kind -> path written."""
     written = {}
-    for kind in kinds:
-        suffix, encode = encoders[kind]
-        path = base.parent / (base.name + suffix)
-        atomic_write_bytes(path, encode())
+    for kind, path in paths.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, painter.encode(kind, pictures[kind]))
         written[kind] = str(path)
     return written

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .errors import SegtoolError
+from .errors import InputError, UsageError
 
 COLOR_ORDERS = ("bgr", "rgb")
 
@@ -25,25 +25,26 @@ def to_uint8_3ch(image: np.ndarray, color: str = "bgr") -> np.ndarray:
     RGBA if ``'rgb'``), as uint8 or uint16 (16-bit is scaled to 8-bit, rounding to nearest).
     """
     if color not in COLOR_ORDERS:
-        raise SegtoolError(f"unknown colour order {color!r}: use 'bgr' or 'rgb'")
+        raise UsageError(f"unknown colour order {color!r}: use 'bgr' or 'rgb'")
     image = np.asarray(image)
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise SegtoolError(f"unsupported image dtype {image.dtype}: expected uint8 or uint16")
+        raise InputError(f"unsupported image dtype {image.dtype}: expected uint8 or uint16")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise SegtoolError(f"unsupported image shape {image.shape}: expected HxW, HxWx3 or HxWx4")
+        raise InputError(f"unsupported image shape {image.shape}: expected HxW, HxWx3 or HxWx4")
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise SegtoolError(f"empty image of shape {image.shape}")
+        raise InputError(f"empty image of shape {image.shape}")
     return image[:, :, :3]
 
 
-def resize_for_inference(image: np.ndarray, max_size: int | None = None,
-                         size: tuple[int, int] | None = None) -> np.ndarray:
+def resize_for_inference(
+    image: np.ndarray, max_size: int | None = None, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """The image at inference resolution: exactly ``size`` (width, height) if given, else shrunk
     so the long side is at most ``max_size`` (never enlarged); unchanged when neither is set."""
     h, w = image.shape[:2]
@@ -70,8 +71,10 @@ class Normalizer:
         tables = np.stack([(x - mean[c]) / std[c] for c in range(3)], axis=1)  # float32, as torchvision does
         self.model_order = model_order.lower()
         # cv2.LUT maps image channel k with column k: same order as the model, or reversed.
-        self.luts = {self.model_order: np.ascontiguousarray(tables.reshape(256, 1, 3)),
-                     "bgr" if self.model_order == "rgb" else "rgb": np.ascontiguousarray(tables[:, ::-1].reshape(256, 1, 3))}
+        self.luts = {
+            self.model_order: np.ascontiguousarray(tables.reshape(256, 1, 3)),
+            "bgr" if self.model_order == "rgb" else "rgb": np.ascontiguousarray(tables[:, ::-1].reshape(256, 1, 3)),
+        }
 
     def __call__(self, images: list[np.ndarray], color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
         """Stack equally sized HxWx3 uint8 images into one [N, 3, H, W] float32 batch."""
@@ -80,7 +83,7 @@ class Normalizer:
             out = np.empty((len(images), 3, h, w), dtype=np.float32)
         for n, image in enumerate(images):
             if image.shape[:2] != (h, w):
-                raise SegtoolError("images in one batch must have the same size")
+                raise UsageError("images in one batch must have the same size")
             normalized = cv2.LUT(np.ascontiguousarray(image), self.luts[color])  # HxWx3 float32
             for c in range(3):
                 out[n, c] = normalized[:, :, c if color == self.model_order else 2 - c]

@@ -6,16 +6,21 @@ data flows one way through it: image array -> normalized tensor -> output -> uin
 
 from __future__ import annotations
 
-import sys
+import logging
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from .errors import SegtoolError
+from .errors import InputError, ModelError, SegtoolError
 from .metadata import OUTPUT_LABELS, ModelMetadata
 from .postprocess import argmax_channels, resize_labels
+from .prefetch import prefetch
 from .preprocess import Normalizer, resize_for_inference, to_uint8_3ch
 from .session import CPU, create_session
+
+log = logging.getLogger(__name__)
+Size = tuple[int, int]
 
 
 class Segmenter:
@@ -26,35 +31,46 @@ class Segmenter:
     >>> seg.meta.classes[labels[0, 0]], seg.provider
     """
 
-    def __init__(self, model_path: str | Path, device: str = "auto", threads: int | None = None,
-                 warn_random: bool = True, cache: bool = False):
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "auto",
+        threads: int | None = None,
+        warn_random: bool = True,
+        cache: bool = False,
+    ):
         path = Path(model_path)
         if not path.is_file():
-            raise SegtoolError(f"model {path} not found: create it with `segtool export` (or pass --model PATH)", 2)
+            raise ModelError(f"model {path} not found")
         try:
             engines = str(path.parent / ".segtool-trt-cache") if cache else None  # TensorRT engine/timing cache
             self.session, self.provider = create_session(str(path), device, threads, cache_dir=engines, cache=cache)
         except SegtoolError:
             raise
-        except Exception as exc:  # noqa: BLE001 - ORT raises several types for unreadable models
+        except Exception as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise SegtoolError(f"{path}: not a usable ONNX model ({first})", 2) from None
+            raise ModelError(f"{path}: not a usable ONNX model ({first})") from None
         self.path = path
-        self.meta = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, str(path))
+        self.meta = ModelMetadata.from_session(self.session, str(path))
         self.input_name = self.session.get_inputs()[0].name
         self.normalize = Normalizer(self.meta.mean, self.meta.std, self.meta.channel_order)
         self.output_name = self.session.get_outputs()[0].name
         # On a GPU, IO binding lets ONNX Runtime place the output itself and copy it to the host once.
         self.io_binding = self.provider != CPU
         if warn_random and self.meta.random_weights:
-            print(f"segtool: warning: {path} holds {self.meta.weights_label}: its labels are meaningless "
-                  "(for tests and benchmarks only)", file=sys.stderr)
+            log.warning(
+                "%s holds %s: its labels are meaningless (for tests and benchmarks only)", path, self.meta.weights_label
+            )
         if self.meta.precision == "fp16" and self.provider == CPU:
-            print(f"segtool: warning: {path} is an fp16 model meant for GPU providers; on the CPU it runs "
-                  "slower than fp32 (use an fp32 or int8 export there)", file=sys.stderr)
+            log.warning(
+                "%s is an fp16 model meant for GPU providers; on the CPU it runs slower than fp32 "
+                "(use an fp32 or int8 export there)",
+                path,
+            )
 
-    def prepare(self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None,
-                size: tuple[int, int] | None = None) -> np.ndarray:
+    def prepare(
+        self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None, size: Size | None = None
+    ) -> np.ndarray:
         """Equally sized images (any layout ``to_uint8_3ch`` takes) -> [N, 3, h, w] model input,
         at inference resolution (``size`` = (width, height), or long side <= ``max_size``)."""
         ready = [resize_for_inference(to_uint8_3ch(im, color), max_size, size) for im in images]
@@ -62,31 +78,33 @@ class Segmenter:
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Raw model output for a prepared batch: logits [N, C, h, w] or labels [N, h, w]."""
-        if not self.io_binding:
-            return self.session.run(None, {self.input_name: tensor})[0]
-        binding = self.session.io_binding()
-        binding.bind_cpu_input(self.input_name, tensor)
-        binding.bind_output(self.output_name)
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
-
-    def labels_from_output(self, output: np.ndarray) -> np.ndarray:
-        if self.meta.output == OUTPUT_LABELS:
-            return output.astype(np.uint8, copy=False)
-        return argmax_channels(output)
+        try:
+            if not self.io_binding:
+                return self.session.run(None, {self.input_name: tensor})[0]
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, tensor)
+            binding.bind_output(self.output_name)
+            self.session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0]
+        except (RuntimeError, MemoryError) as exc:  # ORT's Fail/RuntimeException (e.g. bad_alloc) are RuntimeErrors
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise InputError(f"inference failed on a {'x'.join(map(str, tensor.shape))} input ({first})") from None
 
     def labels_at(self, output: np.ndarray, height: int, width: int) -> list[np.ndarray]:
-        """Model output for a batch -> one label map per image, at (height, width)."""
-        return [resize_labels(one, height, width) for one in self.labels_from_output(output)]
+        """Model output for a batch -> one uint8 label map per image, at (height, width)."""
+        labels = output.astype(np.uint8, copy=False) if self.meta.output == OUTPUT_LABELS else argmax_channels(output)
+        return [resize_labels(one, height, width) for one in labels]
 
-    def segment_batch(self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None,
-                      size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    def segment_batch(
+        self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None, size: Size | None = None
+    ) -> list[np.ndarray]:
         """Label maps for equally sized images, at their own resolution."""
         h, w = np.asarray(images[0]).shape[:2]
         return self.labels_at(self.run(self.prepare(images, color, max_size, size)), h, w)
 
-    def segment(self, image: np.ndarray, color: str = "bgr", max_size: int | None = None,
-                size: tuple[int, int] | None = None) -> np.ndarray:
+    def segment(
+        self, image: np.ndarray, color: str = "bgr", max_size: int | None = None, size: Size | None = None
+    ) -> np.ndarray:
         """HxW uint8 class indices for one image (BGR by default, as OpenCV reads files).
 
         ``max_size`` caps the long side used for inference, or ``size`` = (width, height) sets it;
@@ -94,14 +112,35 @@ class Segmenter:
         """
         return self.segment_batch([image], color, max_size, size)[0]
 
-    def segment_video(self, source, max_size: int | None = None, size: tuple[int, int] | None = None,
-                      batch: int = 1, max_frames: int | None = None):
-        """Yield (frame, labels) for each frame of a video file, URL or camera index, in order.
+    def segment_stream(
+        self,
+        frames: Iterable[np.ndarray],
+        color: str = "bgr",
+        max_size: int | None = None,
+        size: Size | None = None,
+        batch: int = 1,
+    ) -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
+        """(frame, labels) for each frame of any iterable, in order.
 
-        Decoding and preprocessing run on a background thread ahead of inference; see
-        ``segtool.runtime.video``.
+        Frames are grouped into batches of ``batch`` equally sized frames, and decoding plus
+        preprocessing of the next group runs on a background thread while the model works.
         """
-        from .video import VideoSource, segment_frames
 
-        with VideoSource(source) as video:
-            yield from segment_frames(self, video.frames(max_frames), max_size=max_size, size=size, batch=batch)
+        def prepared(group: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+            return group, self.prepare(group, color, max_size, size)
+
+        for group, tensor in prefetch(_groups(frames, batch), prepared):
+            h, w = group[0].shape[:2]
+            yield from zip(group, self.labels_at(self.run(tensor), h, w))
+
+
+def _groups(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    """Consecutive frames of one shape, at most ``size`` per group."""
+    group: list[np.ndarray] = []
+    for frame in frames:
+        if group and (len(group) == size or frame.shape != group[0].shape):
+            yield group
+            group = []
+        group.append(frame)
+    if group:
+        yield group

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .errors import SegtoolError
+from .errors import DeviceError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -51,14 +51,23 @@ def provider_chain(device: str, cache_dir: str | None = None) -> list:
     """The provider list handed to ONNX Runtime for a device name (options per ORT's EP docs)."""
     if device == "cpu":
         return [CPU]
-    cuda = (CUDA, {"cudnn_conv_algo_search": os.environ.get("SEGTOOL_CUDNN_ALGO_SEARCH", "HEURISTIC"),
-                   "arena_extend_strategy": "kSameAsRequested"})
+    cuda = (
+        CUDA,
+        {
+            "cudnn_conv_algo_search": os.environ.get("SEGTOOL_CUDNN_ALGO_SEARCH", "HEURISTIC"),
+            "arena_extend_strategy": "kSameAsRequested",
+        },
+    )
     if device == "cuda":
         return [cuda, CPU]
-    trt_options = {"trt_fp16_enable": False}
+    trt_options: dict[str, object] = {"trt_fp16_enable": False}
     if cache_dir:
-        trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache_dir,
-                           trt_timing_cache_enable=True, trt_timing_cache_path=cache_dir)
+        trt_options.update(
+            trt_engine_cache_enable=True,
+            trt_engine_cache_path=cache_dir,
+            trt_timing_cache_enable=True,
+            trt_timing_cache_path=cache_dir,
+        )
     return [(TENSORRT, trt_options), cuda, CPU]
 
 
@@ -74,7 +83,7 @@ def _preload_gpu_libraries() -> None:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             preload(directory="")
-        except Exception:  # noqa: BLE001 - a missing library shows up as the provider not starting
+        except Exception:
             pass
 
 
@@ -95,8 +104,17 @@ def optimized_cache_path(model_path: Path, provider: str = CPU) -> Path:
     """Where the optimized copy of ``model_path`` lives, keyed by everything that makes it valid:
     the file (path, size, mtime), the ONNX Runtime version, the provider and the machine."""
     st = model_path.stat()
-    key = "|".join([str(model_path.resolve()), str(st.st_size), str(st.st_mtime_ns), ort.__version__, provider,
-                    platform.machine(), " ".join(cpu_flags())])
+    key = "|".join(
+        [
+            str(model_path.resolve()),
+            str(st.st_size),
+            str(st.st_mtime_ns),
+            ort.__version__,
+            provider,
+            platform.machine(),
+            " ".join(cpu_flags()),
+        ]
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return model_path.with_name(f".{model_path.stem}.{digest}.optimized.onnx")
 
@@ -114,14 +132,14 @@ def _open_cpu(model, threads: int | None, cache: bool) -> ort.InferenceSession:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # already optimized
         try:
             return _open(str(cached), options, [CPU], quiet=False)
-        except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt below
+        except Exception:
             cached.unlink(missing_ok=True)
     temp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.onnx")
     options = session_options(threads)
     options.optimized_model_filepath = str(temp)
     try:
         session = _open(model, options, [CPU], quiet=False)
-    except Exception:  # noqa: BLE001 - e.g. a read-only folder: run without the cache
+    except Exception:
         temp.unlink(missing_ok=True)
         return _open(model, session_options(threads), [CPU], quiet=False)
     try:
@@ -143,8 +161,9 @@ def _open(model, options: ort.SessionOptions, providers: list, quiet: bool) -> o
             options.log_severity_level = _ERRORS
 
 
-def create_session(model, device: str = "auto", threads: int | None = None,
-                   cache_dir: str | None = None, cache: bool = False) -> tuple[ort.InferenceSession, str]:
+def create_session(
+    model, device: str = "auto", threads: int | None = None, cache_dir: str | None = None, cache: bool = False
+) -> tuple[ort.InferenceSession, str]:
     """Open ``model`` (path or bytes) on ``device``; return the session and the provider running it.
 
     ``auto`` means CUDA when it really starts, else CPU (TensorRT builds engines for minutes on
@@ -152,7 +171,7 @@ def create_session(model, device: str = "auto", threads: int | None = None,
     of CPU sessions beside the model (see ``_open_cpu``).
     """
     if device not in DEVICES:
-        raise SegtoolError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+        raise UsageError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     if device == "cpu":
         return _open_cpu(model, threads, cache), CPU
     wanted = TENSORRT if device == "tensorrt" else CUDA
@@ -160,16 +179,20 @@ def create_session(model, device: str = "auto", threads: int | None = None,
     if wanted not in available:
         if device == "auto":
             return _open_cpu(model, threads, cache), CPU
-        raise SegtoolError(
+        raise DeviceError(
             f"device {device!r} is not offered by this ONNX Runtime {ort.__version__} (providers: "
-            f"{', '.join(available)}); install onnxruntime-gpu, e.g. pip install 'segtool[cuda]'")
+            f"{', '.join(available)}); install onnxruntime-gpu, e.g. pip install 'segtool[cuda]'"
+        )
     _preload_gpu_libraries()
     # Quiet: when the GPU provider cannot start, ORT logs the reason as multi-line errors and
     # runs the session on the CPU instead; we report that ourselves (and `segtool doctor` shows why).
-    session = _open(model, session_options(threads), provider_chain(device if device != "auto" else "cuda", cache_dir), quiet=True)
+    session = _open(
+        model, session_options(threads), provider_chain(device if device != "auto" else "cuda", cache_dir), quiet=True
+    )
     running = session.get_providers()[0]
     if running != wanted and device != "auto":
-        raise SegtoolError(
+        raise DeviceError(
             f"device {device!r} was requested but ONNX Runtime could not start {wanted} "
-            f"(no GPU, driver, or CUDA/cuDNN libraries?); run `segtool doctor`, or use --device cpu")
+            f"(no GPU, driver, or CUDA/cuDNN libraries?); run `segtool doctor`, or use --device cpu"
+        )
     return session, running

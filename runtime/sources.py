@@ -1,32 +1,59 @@
-"""What the user pointed at: images, folders, globs, video files, cameras and stream URLs.
+"""Input discovery: what the user pointed at, turned into a list of inputs by one policy.
 
-Each command-line source expands to ``Source`` items whose kind is detected (suffix, then the
-file's first bytes), never declared. Items also carry the output stem, relative to a folder
-source's root, so two ``x.jpg`` in different sub-folders do not overwrite each other.
+- A path named on the command line is an input whatever its suffix (its kind is sniffed from
+  its first bytes); if it cannot be used, that is an error reported for it.
+- Inside folders (``recursive`` for sub-folders) and glob matches, only files with an image or
+  video suffix are inputs; other files are skipped and counted, not failures. Hidden files are
+  ignored. Media names that are not regular files (FIFOs, devices) are reported, never opened.
+- Anything inside ``exclude`` (the output folder) is never an input, so a run never reads
+  its own outputs.
+- URLs are streams, ``cameras`` are camera indices.
+
+Each input carries its output stem, relative to a folder source's root, so two ``x.jpg`` in
+different sub-folders do not overwrite each other.
 """
 
 from __future__ import annotations
 
 import glob
 import re
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .imagefiles import IMAGE_SUFFIXES
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-                            ".ts", ".mts", ".3gp", ".ogv", ".gif"})
+VIDEO_SUFFIXES = frozenset(
+    {
+        ".mp4",
+        ".avi",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".m4v",
+        ".mpg",
+        ".mpeg",
+        ".wmv",
+        ".flv",
+        ".ts",
+        ".mts",
+        ".3gp",
+        ".ogv",
+        ".gif",
+    }
+)
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"P5", b"P6")
 
-IMAGE, VIDEO, MISSING = "image", "video", "missing"
+IMAGE, VIDEO, BAD = "image", "video", "bad"
 
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # IMAGE, VIDEO or MISSING
+    kind: str  # IMAGE, VIDEO or BAD
     location: str | int  # file path, URL, or camera index
     stem: str  # output name stem, may contain sub-folders ("a/b/x")
+    problem: str = ""  # why a BAD source cannot be used
 
     @property
     def live(self) -> bool:
@@ -37,8 +64,46 @@ class Source:
         return f"camera {self.location}" if isinstance(self.location, int) else str(self.location)
 
 
+@dataclass
+class Discovery:
+    items: list[Source] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # files in folders that are not media
+
+    @property
+    def bad(self) -> list[Source]:
+        return [item for item in self.items if item.kind == BAD]
+
+
+def is_media_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
+def regular_file_problem(path: Path) -> str:
+    """Why ``path`` cannot be read as a file ('' if it is a regular file). Never opens it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not stat.S_ISREG(mode):
+        kind = (
+            "FIFO"
+            if stat.S_ISFIFO(mode)
+            else "device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "socket"
+            if stat.S_ISSOCK(mode)
+            else "special file"
+        )
+        return f"not a regular file (a {kind})"
+    return ""
+
+
 def sniff(path: Path) -> str:
-    """IMAGE or VIDEO for an existing file: by suffix, else by its first bytes."""
+    """IMAGE or VIDEO for an existing regular file: by suffix, else by its first bytes."""
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return IMAGE
@@ -54,34 +119,65 @@ def sniff(path: Path) -> str:
     return VIDEO  # OpenCV's video backend decides; it reports what it cannot open
 
 
-def _files_in(folder: Path, recursive: bool) -> list[Path]:
-    """Every visible file: media by suffix or content; anything else is reported, not skipped silently."""
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
+def _inside(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        path.resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
 
 
-def expand(sources: list[str], recursive: bool = False, cameras: list[int] | None = None) -> list[Source]:
-    """Command-line sources -> items, in the order given; unmatched paths become MISSING items."""
-    items: list[Source] = []
+def _named(path: Path, stem: str) -> Source:
+    """A file the user named (or a media file found in a folder)."""
+    problem = regular_file_problem(path)
+    if problem:
+        return Source(BAD, str(path), stem, f"{path}: {problem}")
+    return Source(sniff(path), str(path), stem)
+
+
+def _add_member(found: Discovery, path: Path, stem: str, exclude: Path | None) -> None:
+    """A folder or glob member: media by suffix are inputs, other files are skipped and counted."""
+    if path.name.startswith(".") or _inside(path, exclude):
+        return
+    if not is_media_name(path):
+        if path.is_file():
+            found.skipped.append(str(path))
+        return
+    if path.is_dir():
+        return  # recursive walks enter it; a plain folder scan does not look inside
+    found.items.append(_named(path, stem))
+
+
+def expand(
+    sources: list[str], recursive: bool = False, cameras: list[int] | None = None, exclude: str | Path | None = None
+) -> Discovery:
+    """Command-line sources -> inputs, in the order given."""
+    out = Path(exclude).resolve() if exclude is not None else None
+    found = Discovery()
     for source in sources:
         text = str(source)
         path = Path(text)
         if _URL.match(text):
-            items.append(Source(VIDEO, text, _url_stem(text)))
+            found.items.append(Source(VIDEO, text, _url_stem(text)))
         elif path.is_dir():
-            for p in _files_in(path, recursive):
-                items.append(Source(sniff(p), str(p), p.relative_to(path).with_suffix("").as_posix()))
-        elif path.exists():
-            items.append(Source(sniff(path), text, path.stem))
+            members = path.glob("**/*" if recursive else "*")
+            for p in sorted(m for m in members if not any(part.startswith(".") for part in m.relative_to(path).parts)):
+                _add_member(found, p, p.relative_to(path).with_suffix("").as_posix(), out)
+        elif path.exists() or path.is_symlink():
+            found.items.append(_named(path, path.stem))
         elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            items.extend(Source(sniff(p), str(p), p.stem) for p in matches)
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            for p in matches:
+                _add_member(found, p, p.stem, out)
             if not matches:
-                items.append(Source(MISSING, text, path.stem))
+                found.items.append(Source(BAD, text, path.stem, f"{text}: no file matches it"))
         else:
-            items.append(Source(MISSING, text, path.stem))
-    items.extend(Source(VIDEO, index, f"camera{index}") for index in cameras or [])
-    return _unique_stems(items)
+            found.items.append(Source(BAD, text, path.stem, f"{text}: no such file or folder"))
+    found.items.extend(Source(VIDEO, index, f"camera{index}") for index in cameras or [])
+    found.items = _unique_stems(found.items)
+    return found
 
 
 def _url_stem(url: str) -> str:
@@ -95,5 +191,7 @@ def _unique_stems(items: list[Source]) -> list[Source]:
     for item in items:
         count = seen.get(item.stem, 0)
         seen[item.stem] = count + 1
-        unique.append(item if count == 0 else Source(item.kind, item.location, f"{item.stem}-{count + 1}"))
+        unique.append(
+            item if count == 0 else Source(item.kind, item.location, f"{item.stem}-{count + 1}", item.problem)
+        )
     return unique

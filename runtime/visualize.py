@@ -31,8 +31,9 @@ def stamp(image: np.ndarray, text: str) -> np.ndarray:
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     band = min(h, th + base + 8)
     out[:band] = 0
-    cv2.putText(out, text, (4, min(h - 1, th + 4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-                thickness, cv2.LINE_AA)
+    cv2.putText(
+        out, text, (4, min(h - 1, th + 4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA
+    )
     return out
 
 
@@ -45,7 +46,7 @@ def shares_from_counts(counts: np.ndarray, classes: tuple[str, ...] | list[str])
     """Fraction of pixels per class present, largest first."""
     total = max(1, int(counts.sum()))
     order = np.argsort(-counts, kind="stable")
-    return {classes[i] if i < len(classes) else str(i): counts[i] / total for i in order if counts[i]}
+    return {classes[i] if i < len(classes) else str(i): float(counts[i] / total) for i in order if counts[i]}
 
 
 def class_shares(labels: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str, float]:

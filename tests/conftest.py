@@ -23,8 +23,7 @@ def run_segtool(*args, env_extra=None, cwd=None, timeout=600) -> subprocess.Comp
     """Run the installed console script as a user would; returns the completed process."""
     env = dict(os.environ)
     env.update(env_extra or {})
-    return subprocess.run([SEGTOOL, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run([SEGTOOL, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
@@ -50,6 +49,17 @@ def model_path(export_run) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_model(tmp_path_factory) -> Path:
+    """A small-calibration int8 variant (no gate: the fp32 export is checked elsewhere)."""
+    from segtool.export import export_model
+
+    out = tmp_path_factory.mktemp("int8") / "int8.onnx"
+    small = ((1, 3, 64, 96),)
+    return export_model(out, weights="random", seed=SEED, verify=False, precision="int8", shapes=small,
+                        calibration_count=2, calibration_size=96).path  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def torch_graph():
     from segtool.export import build_graph
 
@@ -69,3 +79,21 @@ def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, size=(max(2, height // 12), max(2, width // 12), 3), dtype=np.uint8)
     return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def voc_meta(random_weights: bool = True):
+    """Metadata of a VOC model, as an export would write it (for painting without a model file)."""
+    from segtool.runtime import VOC_CLASSES, ModelMetadata, voc_colormap
+
+    weights = {"kind": "random", "seed": 0} if random_weights else {"kind": "torchvision", "name": "X.Y"}
+    return ModelMetadata("fcn_resnet50", VOC_CLASSES, voc_colormap(21), (0.485, 0.456, 0.406),
+                         (0.229, 0.224, 0.225), "RGB", "logits", weights)  # fmt: skip
+
+
+def labels_png(labels: np.ndarray) -> bytes:
+    """A VOC paletted PNG of ``labels`` (all 256 VOC colours, 255 = void), by the runtime's own painter."""
+    from segtool.runtime import Painter, voc_colormap
+
+    painter = Painter(voc_meta())
+    painter.palette_rgb = voc_colormap()
+    return painter.labels_png(labels)

@@ -6,15 +6,27 @@ import json
 
 import onnxruntime as ort
 import pytest
-
 from conftest import run_segtool
 
 STAGES = ("read", "preprocess", "inference", "postprocess", "write", "total")
 
 
 def test_bench_json_schema_with_torch(model_path):
-    proc = run_segtool("bench", model_path, "--sizes", "48x40,33x21", "--runs", "2", "--warmup", "0", "--torch",
-                       "--no-matmul", "--json", "--device", "cpu")
+    proc = run_segtool(
+        "bench",
+        model_path,
+        "--sizes",
+        "48x40,33x21",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--torch",
+        "--no-matmul",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     rt, pt = report["runtime"], report["pytorch"]

@@ -6,13 +6,12 @@ import json
 
 import cv2
 import numpy as np
+from conftest import assert_clean_failure, run_segtool, scene
 from PIL import Image
 
 from segtool.runtime import blend, voc_colormap
 from segtool.runtime.outputs import RANDOM_STAMP
 from segtool.runtime.visualize import stamp
-
-from conftest import assert_clean_failure, run_segtool, scene
 
 
 def band_height(overlay: np.ndarray) -> int:
@@ -78,14 +77,21 @@ def test_bad_images_are_reported_and_the_rest_processed(tmp_path, model_path):
     missing = tmp_path / "missing.jpg"
     out = tmp_path / "out"
     proc = run_segtool("run", empty, good, text, truncated, missing, "--model", model_path, "--out", out)
-    assert_clean_failure(proc, 1, "empty.jpg: empty file", "notes.png: not an image", "cut.jpg: truncated",
-                         "missing.jpg: no such file", "4 of 5 input(s) failed")
+    assert_clean_failure(
+        proc,
+        1,
+        "empty.jpg: empty file",
+        "notes.png: not an image",
+        "cut.jpg: truncated",
+        "missing.jpg: no such file",
+        "4 of 5 input(s) failed",
+    )
     assert (out / "good_labels.png").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["good_labels.png", "good_mask.png", "good_overlay.jpg"]
 
 
 def test_half_a_jpeg_is_refused_although_opencv_would_decode_it(tmp_path):
-    from segtool.runtime import SegtoolError, read_image
+    from segtool.runtime import InputError, SegtoolError, read_image
 
     whole = cv2.imencode(".jpg", scene(300, 400))[1].tobytes()
     half = tmp_path / "half.jpg"
@@ -94,7 +100,9 @@ def test_half_a_jpeg_is_refused_although_opencv_would_decode_it(tmp_path):
     try:
         read_image(half)
     except SegtoolError as exc:
-        assert "truncated JPEG" in str(exc) and exc.exit_code == 1
+        from segtool.cli.main import exit_code
+
+        assert "truncated JPEG" in str(exc) and isinstance(exc, InputError) and exit_code(exc) == 1
     else:
         raise AssertionError("truncated JPEG accepted")
     complete = tmp_path / "whole.jpg"
@@ -161,8 +169,9 @@ def test_demo_offline_falls_back_loudly_to_random(tmp_path, model_path, monkeypa
     models = tmp_path / "models"
     models.mkdir()
     (models / "fcn_resnet50_random.onnx").symlink_to(model_path)  # reuse the session's export: skip 40 s
-    result = CliRunner().invoke(app, ["demo", "--model", str(models / "fcn_resnet50.onnx"),
-                                      "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app, ["demo", "--model", str(models / "fcn_resnet50.onnx"), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     assert "PRETRAINED WEIGHTS UNAVAILABLE" in result.output and "fcn_resnet50_coco-1167a1af.pth" in result.output
     assert "[RANDOM WEIGHTS]" in result.output

@@ -9,14 +9,12 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from conftest import assert_clean_failure, labels_png, run_segtool, scene
 
 from segtool.export import export_model
-from segtool.runtime import Segmenter, SegtoolError, VOC_CLASSES, voc_colormap
+from segtool.runtime import VOC_CLASSES, Segmenter
 from segtool.runtime.comparison import compare_models, iter_images
 from segtool.runtime.evaluation import ConfusionMatrix, evaluate, read_voc_mask, resize_short_side, voc_samples
-from segtool.runtime.png import encode_paletted
-
-from conftest import assert_clean_failure, run_segtool, scene
 
 # Ground truth and prediction over two images (rows 0-1 and row 2); 255 is void.
 TARGET = np.array([[0, 0, 1, 1], [0, 255, 1, 2], [2, 2, 255, 1]], np.uint8)
@@ -32,7 +30,7 @@ def make_voc(root: Path, samples: dict[str, tuple[np.ndarray, np.ndarray]], spli
     for name, (image, mask) in samples.items():
         cv2.imwrite(str(root / "JPEGImages" / f"{name}.jpg"), image)
         if mask is not None:
-            (root / "SegmentationClass" / f"{name}.png").write_bytes(encode_paletted(mask, voc_colormap()))
+            (root / "SegmentationClass" / f"{name}.png").write_bytes(labels_png(mask))
     (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(samples) + "\n")
     return root
 
@@ -58,8 +56,13 @@ def test_confusion_matrix_miou_and_accuracy_equal_hand_computed_values():
 
 
 def test_dataset_reader_and_accumulation_match_by_hand(tmp_path):
-    root = make_voc(tmp_path / "voc", {"first": (np.full((2, 4, 3), 60, np.uint8), TARGET[:2]),
-                                       "second": (np.full((1, 4, 3), 120, np.uint8), TARGET[2:])})
+    root = make_voc(
+        tmp_path / "voc",
+        {
+            "first": (np.full((2, 4, 3), 60, np.uint8), TARGET[:2]),
+            "second": (np.full((1, 4, 3), 120, np.uint8), TARGET[2:]),
+        },
+    )
     assert np.array_equal(read_voc_mask(root / "SegmentationClass" / "first.png"), TARGET[:2])
     result = evaluate(KnownPredictions([PRED[:2], PRED[2:]]), voc_samples(root), resize=None)
     assert np.array_equal(result.confusion.matrix[:3, :3], EXPECTED) and result.confusion.matrix.sum() == 10
@@ -76,18 +79,27 @@ def bad_voc(tmp_path):
     good_mask[4, :] = 255
     outside = good_mask.copy()
     outside[0, 0] = 30
-    return make_voc(tmp_path / "bad", {
-        "ok": (scene(20, 30), good_mask),
-        "nomask": (scene(20, 30), None),
-        "smaller": (scene(20, 30), good_mask[:10]),
-        "outside": (scene(20, 30), outside),
-    })
+    return make_voc(
+        tmp_path / "bad",
+        {
+            "ok": (scene(20, 30), good_mask),
+            "nomask": (scene(20, 30), None),
+            "smaller": (scene(20, 30), good_mask[:10]),
+            "outside": (scene(20, 30), outside),
+        },
+    )
 
 
 def test_bad_samples_are_counted_and_strict_stops(bad_voc, model_path):
     proc = run_segtool("eval", model_path, "--data", bad_voc, "--resize", "none", "--json")
-    assert_clean_failure(proc, 1, "nomask: no mask", "smaller: mask is 30x10 but image is 30x20",
-                         "outside: mask has values outside 0..20 and 255: [30]", "3 of 4 sample(s) skipped")
+    assert_clean_failure(
+        proc,
+        1,
+        "nomask: no mask",
+        "smaller: mask is 30x10 but image is 30x20",
+        "outside: mask has values outside 0..20 and 255: [30]",
+        "3 of 4 sample(s) skipped",
+    )
     report = json.loads(proc.stdout)
     assert report["images"] == 1 and len(report["problems"]) == 3
     strict = run_segtool("eval", model_path, "--data", bad_voc, "--resize", "none", "--strict")
@@ -104,7 +116,7 @@ def test_eval_end_to_end_with_a_random_model(tmp_path, model_path):
     samples = {}
     for k in range(3):
         mask = np.zeros((36, 52), np.uint8)
-        mask[8:28, 10 + k: 40] = (7, 15, 12)[k]
+        mask[8:28, 10 + k : 40] = (7, 15, 12)[k]
         mask[7, :] = mask[28, :] = 255
         samples[f"img{k}"] = (scene(36, 52, seed=k), mask)
     root = make_voc(tmp_path / "voc", samples)
@@ -121,8 +133,13 @@ def test_eval_end_to_end_with_a_random_model(tmp_path, model_path):
 
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory):
-    return export_model(tmp_path_factory.mktemp("other") / "seed1.onnx", weights="random", seed=1, verify=False,
-                        shapes=((1, 3, 32, 32),)).path
+    return export_model(
+        tmp_path_factory.mktemp("other") / "seed1.onnx",
+        weights="random",
+        seed=1,
+        verify=False,
+        shapes=((1, 3, 32, 32),),
+    ).path
 
 
 def test_compare_model_with_itself_and_with_another(tmp_path, model_path, other_model):
@@ -143,12 +160,36 @@ def test_compare_cli_on_an_image_and_video_frames(tmp_path, model_path):
     cv2.imwrite(str(image), scene(30, 40))
     make_video(tmp_path / "clip.mp4", frames=5, width=40, height=30)
     assert [name for name, _ in iter_images([str(image), str(tmp_path / "clip.mp4")], limit=4)] == [
-        str(image), f"{tmp_path / 'clip.mp4'}#0", f"{tmp_path / 'clip.mp4'}#1", f"{tmp_path / 'clip.mp4'}#2"]
-    proc = run_segtool("compare", model_path, model_path, "--images", image, "--images", tmp_path / "clip.mp4",
-                       "--limit", "4", "--json", "--max-size-b", "20")
+        str(image),
+        f"{tmp_path / 'clip.mp4'}#0",
+        f"{tmp_path / 'clip.mp4'}#1",
+        f"{tmp_path / 'clip.mp4'}#2",
+    ]
+    proc = run_segtool(
+        "compare",
+        model_path,
+        model_path,
+        "--images",
+        image,
+        "--images",
+        tmp_path / "clip.mp4",
+        "--limit",
+        "4",
+        "--json",
+        "--max-size-b",
+        "20",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["images"] == 4 and report["max_abs_logit_diff"] is None  # B ran at another resolution
     assert 0 < report["pixel_agreement"] <= 1
-    with pytest.raises(SegtoolError, match="no such file"):
-        list(iter_images([str(tmp_path / "nope.jpg")]))
+    problems = []
+    names = iter_images([str(tmp_path / "nope.jpg"), str(image)], on_error=lambda n, m: problems.append(m))
+    assert [name for name, _ in names] == [str(image)]  # a bad input is reported and skipped
+    assert len(problems) == 1 and "no such file" in problems[0]
+    bad = run_segtool("compare", model_path, model_path, "--images", tmp_path / "nope.jpg", "--images", image)
+    assert_clean_failure(bad, 1, "nope.jpg: no such file")
+    assert "pixel agreement" in bad.stdout  # the good image was still compared
+    empty = run_segtool("compare", model_path, model_path, "--images", tmp_path / "nope.jpg", "--json")
+    assert_clean_failure(empty, 1, "nothing compared")
+    assert json.loads(empty.stdout)["pixel_agreement"] is None  # JSON null, never NaN

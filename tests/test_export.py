@@ -10,15 +10,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import SEED, assert_clean_failure, run_segtool
 
 from segtool.export import export_model
 from segtool.export.models import get_spec
 from segtool.export.parity import sample_batch
 from segtool.export.pipeline import MEAN, STD
 from segtool.export.weights import WeightsUnavailable, apply_state_dict, load_checkpoint, resolve_weights
-from segtool.runtime import SegtoolError, VOC_CLASSES, voc_colormap
-
-from conftest import SEED, assert_clean_failure, run_segtool
+from segtool.runtime import VOC_CLASSES, SegtoolError, voc_colormap
 
 # Stated tolerances for PyTorch vs ONNX Runtime (CPU), fp32 (see README "Parity").
 MAX_ABS_DIFF = 2e-4
@@ -64,8 +63,11 @@ def test_export_prints_parity_table(export_run):
     assert "RANDOM weights (seed 0)" in proc.stdout
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 32, 32), (1, 3, 333, 517), (1, 3, 520, 520), (2, 3, 64, 96)],
-                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 3, 1, 1), (1, 3, 32, 32), (1, 3, 333, 517), (1, 3, 520, 520), (2, 3, 64, 96)],
+    ids=lambda s: "x".join(map(str, s)),
+)
 def test_onnxruntime_matches_pytorch(model_path, torch_graph, shape):
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     x = sample_batch(shape, MEAN, STD, seed=sum(shape))
@@ -132,7 +134,9 @@ def test_download_failure_names_the_checkpoint(monkeypatch):
         resolve_weights(get_spec("fcn_resnet50"), "DEFAULT", 0)
     message = str(info.value)
     assert "fcn_resnet50_coco-1167a1af.pth" in message and "--weights PATH" in message
-    assert info.value.exit_code == 2
+    from segtool.cli.main import exit_code
+
+    assert exit_code(info.value) == 2
 
 
 def test_unwritable_output_and_missing_calibration_are_refused_before_exporting(tmp_path):
@@ -140,7 +144,16 @@ def test_unwritable_output_and_missing_calibration_are_refused_before_exporting(
     blocker.write_text("x")
     proc = run_segtool("export", "--weights", "random", "--output", blocker / "sub" / "x.onnx", timeout=60)
     assert_clean_failure(proc, 2, "not writable")
-    proc = run_segtool("export", "--weights", "random", "--int8", "--calibration", tmp_path / "nope",
-                       "--output", tmp_path / "x.onnx", timeout=60)
+    proc = run_segtool(
+        "export",
+        "--weights",
+        "random",
+        "--int8",
+        "--calibration",
+        tmp_path / "nope",
+        "--output",
+        tmp_path / "x.onnx",
+        timeout=60,
+    )
     assert_clean_failure(proc, 2, "--calibration", "not a folder")
     assert not (tmp_path / "x.onnx").exists()

@@ -7,7 +7,6 @@ import sys
 
 import cv2
 import pytest
-
 from conftest import assert_clean_failure, run_segtool, scene
 
 BLOCKED = ("torch", "torchvision", "onnx", "onnxscript")
@@ -26,8 +25,9 @@ def no_torch_env(tmp_path):
 def test_blockers_really_block(no_torch_env):
     import os
 
-    proc = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True,
-                          env={**os.environ, **no_torch_env})
+    proc = subprocess.run(
+        [sys.executable, "-c", "import torch"], capture_output=True, text=True, env={**os.environ, **no_torch_env}
+    )
     assert proc.returncode != 0 and "blocked by this test" in proc.stderr
 
 
@@ -48,8 +48,7 @@ def test_export_without_extra_says_what_to_install(tmp_path, no_torch_env):
 
 
 def test_importing_runtime_and_cli_loads_no_torch():
-    code = ("import sys, segtool.runtime, segtool.cli.main; "
-            f"print(sorted(m for m in {BLOCKED!r} if m in sys.modules))")
+    code = f"import sys, segtool.runtime, segtool.cli.main; print(sorted(m for m in {BLOCKED!r} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -49,8 +49,15 @@ def test_gray_alpha_and_16bit_are_converted(rgb):
     assert np.array_equal(to_uint8_3ch(rgb.astype(np.uint16) * 257), rgb)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4, 2), np.uint8), np.zeros((4, 4, 3), np.float32),
-                                 np.zeros((0, 4, 3), np.uint8), np.zeros((2, 2, 2, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((4, 4, 2), np.uint8),
+        np.zeros((4, 4, 3), np.float32),
+        np.zeros((0, 4, 3), np.uint8),
+        np.zeros((2, 2, 2, 3), np.uint8),
+    ],
+)
 def test_unusable_arrays_raise_segtool_error(bad):
     with pytest.raises(SegtoolError):
         to_uint8_3ch(bad)

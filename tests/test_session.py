@@ -31,6 +31,7 @@ def fake_ort(monkeypatch):
         monkeypatch.setattr(S.ort, "InferenceSession", FakeSession)
         monkeypatch.setattr(S, "_preload_gpu_libraries", lambda: None)
         return FakeSession.calls
+
     return install
 
 
@@ -129,7 +130,7 @@ def test_segmenter_cache_flag_reaches_onnx_runtime(monkeypatch, tmp_path):
 
     def fake_create(model, device, threads, cache_dir=None, cache=False):
         captured.update(device=device, cache_dir=cache_dir, cache=cache)
-        raise SegtoolError("stop here", 2)
+        raise SegtoolError("stop here")
 
     monkeypatch.setattr(segmenter_module, "create_session", fake_create)
     model = tmp_path / "m.onnx"

@@ -11,11 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import SEGTOOL, assert_clean_failure, run_segtool, scene
 from PIL import Image
 
-from segtool.runtime.sources import IMAGE, MISSING, VIDEO, expand
-
-from conftest import SEGTOOL, assert_clean_failure, run_segtool, scene
+from segtool.runtime.sources import BAD, IMAGE, VIDEO, expand
+from segtool.runtime.video import VideoSource
 
 
 def make_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: float = 12.0) -> list[np.ndarray]:
@@ -23,7 +23,7 @@ def make_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     base = scene(height, width * 2, seed=3)
     for k in range(frames):
-        writer.write(np.ascontiguousarray(base[:, k % width: k % width + width]))
+        writer.write(np.ascontiguousarray(base[:, k % width : k % width + width]))
     writer.release()
     capture = cv2.VideoCapture(str(path))
     decoded = []
@@ -46,12 +46,24 @@ def test_video_output_keeps_count_size_fps_and_matches_image_path(tmp_path, mode
     source = tmp_path / "clip.mp4"
     decoded = make_video(source, frames=7, fps=12.0)
     out = tmp_path / "out"
-    proc = run_segtool("run", source, "--model", model_path, "--out", out, "--frames", "--json",
-                       "--save", "overlay,mask,side-by-side", "--batch", "3")
+    proc = run_segtool(
+        "run",
+        source,
+        "--model",
+        model_path,
+        "--out",
+        out,
+        "--frames",
+        "--json",
+        "--save",
+        "overlay,mask,side-by-side",
+        "--batch",
+        "3",
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     (result,) = summary["results"]
-    assert result["frames"] == 7 and summary["provider"] and summary["fps"] > 0
+    assert result["frames"] == 7 and summary["provider"] and result["fps"] > 0
     assert abs(sum(result["classes"].values()) - 1) < 1e-9  # pixel shares over all frames
     overlay, fps = read_video(out / "clip_overlay.mp4")
     assert len(overlay) == 7 and overlay[0].shape == decoded[0].shape and fps == pytest.approx(12.0)
@@ -67,7 +79,8 @@ def test_video_output_keeps_count_size_fps_and_matches_image_path(tmp_path, mode
 def test_opencv_frame_and_same_pixels_as_rgb_give_identical_labels(tmp_path, segmenter):
     source = tmp_path / "c.mp4"
     decoded = make_video(source, frames=3)
-    streamed = list(segmenter.segment_video(str(source)))
+    with VideoSource(str(source)) as video:
+        streamed = list(segmenter.segment_stream(video.frames()))
     assert len(streamed) == 3
     for (frame, labels), bgr in zip(streamed, decoded):
         assert np.array_equal(frame, bgr)
@@ -89,9 +102,10 @@ def test_folder_with_bad_files_goes_on_and_lists_them(tmp_path, model_path):
     (folder / "notes.txt").write_text("shopping list\n")
     out = tmp_path / "out"
     proc = run_segtool("run", folder, "--recursive", "--model", model_path, "--out", out, "--json")
-    assert_clean_failure(proc, 1, "empty.png: empty file", "cut.jpg: truncated JPEG", "notes.txt: cannot open",
-                         "3 of 5 input(s) failed")
+    assert_clean_failure(proc, 1, "empty.png: empty file", "cut.jpg: truncated JPEG", "2 of 4 input(s) failed")
+    assert "notes.txt" not in proc.stderr  # not media: skipped and counted, not a failure
     summary = json.loads(proc.stdout)
+    assert (summary["inputs"], summary["ok"], summary["failed"], summary["skipped"]) == (4, 2, 2, 1)
     assert sorted(r["input"] for r in summary["results"]) == [str(folder / "a.jpg"), str(folder / "sub" / "a.jpg")]
     assert (out / "a_labels.png").is_file() and (out / "sub" / "a_labels.png").is_file()  # no collision
 
@@ -102,15 +116,23 @@ def test_expand_detects_kinds_globs_and_folders(tmp_path):
     cv2.imwrite(str(tmp_path / "d" / "deep" / "y.png"), scene(8, 8))
     (tmp_path / "noext").write_bytes(cv2.imencode(".png", scene(8, 8))[1].tobytes())  # found by its bytes
     make_video(tmp_path / "v.mp4", 2)
-    flat = expand([str(tmp_path / "d")])
+    flat = expand([str(tmp_path / "d")]).items
     assert [(i.kind, i.stem) for i in flat] == [(IMAGE, "x")]
-    deep = expand([str(tmp_path / "d")], recursive=True)
+    deep = expand([str(tmp_path / "d")], recursive=True).items
     assert [(i.kind, i.stem) for i in deep] == [(IMAGE, "deep/y"), (IMAGE, "x")]
-    globbed = expand([str(tmp_path / "d" / "**" / "*.png")])
+    globbed = expand([str(tmp_path / "d" / "**" / "*.png")]).items
     assert sorted(i.stem for i in globbed) == ["x", "y"]
-    items = expand([str(tmp_path / "v.mp4"), str(tmp_path / "noext"), str(tmp_path / "none*.jpg"),
-                    "rtsp://camera.local/live", str(tmp_path / "d" / "x.png")], cameras=[0])
-    assert [i.kind for i in items] == [VIDEO, IMAGE, MISSING, VIDEO, IMAGE, VIDEO]
+    items = expand(
+        [
+            str(tmp_path / "v.mp4"),
+            str(tmp_path / "noext"),
+            str(tmp_path / "none*.jpg"),
+            "rtsp://camera.local/live",
+            str(tmp_path / "d" / "x.png"),
+        ],
+        cameras=[0],
+    ).items
+    assert [i.kind for i in items] == [VIDEO, IMAGE, BAD, VIDEO, IMAGE, VIDEO]
     assert items[3].live and items[5].live and items[5].location == 0 and not items[0].live
 
 
@@ -131,7 +153,7 @@ def test_unopenable_camera_and_corrupt_video_are_clear_errors(tmp_path, model_pa
 
 
 def test_show_without_gui_is_one_line(tmp_path, model_path):
-    from segtool.cli.run_video import gui_available
+    from segtool.cli.console import gui_available
 
     source = tmp_path / "a.png"
     cv2.imwrite(str(source), scene(8, 8))
@@ -145,8 +167,12 @@ def test_ctrl_c_mid_video_leaves_a_playable_file(tmp_path, model_path):
     source = tmp_path / "long.mp4"
     make_video(source, frames=400, width=96, height=64)
     out = tmp_path / "out"
-    process = subprocess.Popen([SEGTOOL, "run", str(source), "--model", str(model_path), "--out", str(out),
-                                "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [SEGTOOL, "run", str(source), "--model", str(model_path), "--out", str(out), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not list(out.glob(".long_overlay*")) and time.monotonic() < deadline:  # the writer has started
         time.sleep(0.2)

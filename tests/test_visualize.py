@@ -6,16 +6,34 @@ import io
 
 import cv2
 import numpy as np
+from conftest import labels_png, voc_meta
 from PIL import Image
 
-from segtool.runtime import blend, class_shares, colorize, voc_colormap
-from segtool.runtime.png import add_text, encode_paletted
+from segtool.runtime import Painter, blend, class_shares, colorize, voc_colormap
 
 # The PASCAL VOC devkit's colour for each of the 21 classes (VOC2012 devkit, labelcolormap).
 VOC_TABLE = [
-    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
-    (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128),
-    (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128),
+    (0, 0, 0),
+    (128, 0, 0),
+    (0, 128, 0),
+    (128, 128, 0),
+    (0, 0, 128),
+    (128, 0, 128),
+    (0, 128, 128),
+    (128, 128, 128),
+    (64, 0, 0),
+    (192, 0, 0),
+    (64, 128, 0),
+    (192, 128, 0),
+    (64, 0, 128),
+    (192, 0, 128),
+    (64, 128, 128),
+    (192, 128, 128),
+    (0, 64, 0),
+    (128, 64, 0),
+    (0, 192, 0),
+    (128, 192, 0),
+    (0, 64, 128),
 ]
 
 
@@ -30,21 +48,22 @@ def test_palette_is_the_voc_colormap():
 def test_paletted_png_roundtrips_labels_and_palette():
     labels = np.random.default_rng(0).integers(0, 21, size=(41, 67), dtype=np.uint8)
     labels[0, :5] = 255
-    data = encode_paletted(labels, voc_colormap(), {"Comment": "made with RANDOM weights"})
+    data = labels_png(labels)
     image = Image.open(io.BytesIO(data))
     assert image.mode == "P" and image.size == (67, 41)
     assert np.array_equal(np.array(image), labels)
     assert np.array_equal(np.array(image.getpalette()[: 256 * 3]).reshape(-1, 3), voc_colormap())
-    assert image.info["Comment"] == "made with RANDOM weights"
+    assert "RANDOM weights" in image.info["Comment"]
     colours = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # viewers see the colours
     assert np.array_equal(colours[..., ::-1], voc_colormap()[labels])
 
 
-def test_text_chunk_added_to_opencv_png():
-    ok, buf = cv2.imencode(".png", np.full((5, 6, 3), 9, np.uint8))
-    data = add_text(buf.tobytes(), {"Comment": "random"})
-    assert Image.open(io.BytesIO(data)).info["Comment"] == "random"
-    assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), np.full((5, 6, 3), 9))
+def test_mask_png_keeps_colours_and_carries_the_weights_note():
+    data = Painter(voc_meta()).mask_png(np.full((5, 6, 3), (9, 20, 30), np.uint8))
+    assert "RANDOM weights" in Image.open(io.BytesIO(data)).info["Comment"]
+    assert np.array_equal(
+        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), np.full((5, 6, 3), (9, 20, 30))
+    )
 
 
 def test_colorize_and_blend():

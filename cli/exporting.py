@@ -1,0 +1,49 @@
+"""Running an export from the command line (`export` and `demo`): each stage shown as it starts,
+then the parity and variant tables."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from segtool.runtime.errors import ParityError, UsageError
+
+from .console import out, say
+from .tables import parity_table, variant_table
+
+
+def load_export_stage():
+    """Import the torch side lazily, so the runtime-only install can still run every other command."""
+    try:
+        from segtool.export import config, pipeline
+    except ImportError as exc:
+        raise UsageError(
+            f"`segtool export` needs PyTorch and ONNX ({exc.name or 'torch'} is not installed): "
+            "pip install 'segtool[export]'"
+        ) from None
+    return config, pipeline
+
+
+def run_export(output: Path | None, **settings):
+    config_module, pipeline = load_export_stage()
+    config = config_module.ExportConfig(**settings)
+    started = time.perf_counter()
+
+    def progress(stage: str) -> None:
+        say(f"export: {stage} ({time.perf_counter() - started:.1f} s)", to_stderr=True)
+
+    try:
+        result = pipeline.export_model(output, config, progress)
+    except ParityError as exc:
+        out.print(parity_table(exc.rows, config.atol, config.min_agreement))
+        raise
+    if result.parity:
+        out.print(parity_table(result.parity, config.atol, config.min_agreement))
+    if "variant" in result.meta.extra:
+        out.print(variant_table(result.meta.extra["variant"]))
+    size = result.path.stat().st_size / 1e6
+    say(
+        f"wrote {result.path} ({size:.1f} MB, {result.meta.model}, {result.meta.weights_label}, "
+        f"output {result.meta.output}) in {time.perf_counter() - started:.0f} s"
+    )
+    return result

@@ -1,0 +1,147 @@
+"""The FastAPI application: ``create_app(model, settings)``; mount it in any ASGI server.
+
+Routes: ``POST /v1/segment`` (an encoded image in; JSON, a label PNG, a mask or an overlay
+out), the KServe v2 / Triton HTTP protocol under ``/v2`` (health, metadata, ``infer`` with
+JSON or binary tensors), ``GET /metrics`` (Prometheus) and ``GET /`` (a page to try the model).
+The server never fetches a URL or opens a path named in a request: images arrive in the body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from segtool.runtime import Segmenter
+from segtool.runtime.errors import InputError
+
+from .metrics import Metrics
+from .routes_kserve import kserve_router
+from .routes_segment import segment_router
+from .worker import InferenceWorker, Overloaded
+
+HEALTH = ("/v2/health/live", "/v2/health/ready")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    name: str | None = None  # model name in the v2 protocol (default: the file's segtool.model)
+    max_queue: int = 8  # requests that may wait for the worker; beyond: 503
+    max_body_mb: float = 32.0  # larger bodies: 413
+    max_pixels: int = 40_000_000  # larger images or tensors: 400
+    api_key: str | None = None  # bearer token required on everything but the health routes
+
+
+class Service:
+    """What the routes share: the model, its worker, the settings and the metrics."""
+
+    def __init__(self, seg: Segmenter, settings: ServeSettings):
+        self.seg, self.settings = seg, settings
+        self.name = settings.name or seg.meta.model
+        self.worker = InferenceWorker(settings.max_queue)
+        self.metrics = Metrics()
+        self.version = metadata.version("segtool")
+
+    async def infer(self, fn):
+        """Run ``fn`` on the worker, timing it; ``Overloaded`` when the queue is full."""
+        self.metrics.queue.set(self.worker.waiting)
+
+        def timed():
+            started = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                self.metrics.inference.observe(time.perf_counter() - started)
+
+        try:
+            return await self.worker.run(timed)
+        finally:
+            self.metrics.queue.set(self.worker.waiting)
+
+    async def body(self, request: Request) -> bytes:
+        """The request body, refused with ``TooLarge`` past the limit (before reading it, if declared)."""
+        limit = int(self.settings.max_body_mb * 1024 * 1024)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise TooLarge(limit)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class TooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"request body over the {limit / 1024 / 1024:g} MB limit (--max-body-mb)")
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(model: str | Path | Segmenter, settings: ServeSettings = ServeSettings(),
+               device: str = "auto") -> FastAPI:  # fmt: skip
+    """The service for one model (a path or an open ``Segmenter``)."""
+    seg = model if isinstance(model, Segmenter) else Segmenter(model, device=device)
+    service = Service(seg, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.worker.close()  # in-flight calls finish before the process exits
+
+    app = FastAPI(title="segtool", version=service.version, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.service = service
+    app.include_router(segment_router(service))
+    app.include_router(kserve_router(service))
+
+    @app.middleware("http")
+    async def guard_and_count(request: Request, call_next):
+        started = time.perf_counter()
+        path = request.url.path
+        key = settings.api_key
+        if key and path not in HEALTH and not hmac.compare_digest(request.headers.get("authorization", ""),
+                                                                  f"Bearer {key}"):  # fmt: skip
+            response: Response = error(401, "missing or wrong API key (Authorization: Bearer KEY)")
+        else:
+            try:
+                response = await call_next(request)
+            except TooLarge as exc:
+                response = error(413, str(exc))
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        service.metrics.requests.labels(route, str(response.status_code)).inc()
+        service.metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded):
+        service.metrics.rejected.inc()
+        return error(503, "busy: the inference queue is full, retry shortly", {"Retry-After": "1"})
+
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, exc: InputError):
+        return error(400, str(exc))
+
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, exc: TooLarge):
+        return error(413, str(exc))
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return resources.files("segtool.serve").joinpath("page.html").read_text()
+
+    return app
