@@ -54,11 +54,8 @@ class Service:
         self.metrics.queue.set(self.worker.waiting)
 
         def timed():
-            started = time.perf_counter()
-            try:
+            with self.metrics.in_progress.track_inprogress(), self.metrics.inference.time():
                 return fn()
-            finally:
-                self.metrics.inference.observe(time.perf_counter() - started)
 
         try:
             return await self.worker.run(timed)

@@ -16,6 +16,7 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
         self.inference = Histogram("segtool_inference_seconds", "Time in the model call (decode to labels)",
                                    buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+        self.in_progress = Gauge("segtool_inference_in_progress", "Model calls running now", registry=self.registry)
         self.queue = Gauge("segtool_queue_depth", "Requests waiting for the inference worker", registry=self.registry)
         self.rejected = Counter("segtool_rejected_total", "Requests refused with 503 (queue full)",
                                 registry=self.registry)  # fmt: skip

@@ -1,0 +1,50 @@
+"""The page of `segtool serve` in a real browser: Debian's Chromium driven by Playwright.
+
+Upload an image, then the overlay, the mask and the legend must appear, with the random-weights
+warning; a screenshot is saved (to $SEGTOOL_SCREENSHOTS if set, else the test's folder).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+from conftest import scene
+from PIL import Image
+from servers import Server
+
+CHROMIUM = os.environ.get("SEGTOOL_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def test_page_uploads_an_image_and_shows_overlay_and_legend(model_path, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    image = tmp_path / "street.jpg"
+    cv2.imwrite(str(image), scene(240, 320, seed=11))
+    server = Server(model_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(server.url + "/")
+            page.set_input_files("#file", str(image))
+            page.wait_for_selector("#legend li", timeout=120_000)
+            overlay_width = page.eval_on_selector("#overlay", "img => img.complete ? img.naturalWidth : 0")
+            mask_width = page.eval_on_selector("#mask", "img => img.complete ? img.naturalWidth : 0")
+            legend = page.inner_text("#legend")
+            warning = page.is_visible("#warning")
+            status = page.inner_text("#status")
+            shot = Path(os.environ.get("SEGTOOL_SCREENSHOTS", tmp_path)) / "serve_page.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+    finally:
+        server.stop()
+    assert overlay_width == 320 and mask_width == 320, (overlay_width, mask_width)
+    assert "%" in legend and len(legend.splitlines()) >= 2, legend
+    assert warning, "random weights must be flagged on the page"
+    assert "320×240" in status, status
+    assert Image.open(shot).size[0] == 1280
