@@ -10,7 +10,8 @@ from __future__ import annotations
 import signal
 import sys
 
-import click
+import typer
+from typer.exceptions import TyperException
 
 from segtool.runtime import errors as E
 
@@ -37,11 +38,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(standalone_mode=False)  # segtool, not click, decides what an interrupt prints
-    except click.ClickException as exc:  # bad flags: click's own one-line usage error
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(1)
+    except TyperException as exc:  # bad flags: one line, as for every other error
+        context = getattr(exc, "ctx", None)
+        hint = f" (see `{context.command_path} -h`)" if context is not None else ""
+        error_line(getattr(exc, "format_message", exc.__str__)() + hint)
+        sys.exit(getattr(exc, "exit_code", 2))
     except E.SegtoolError as exc:
         error_line(str(exc))
         sys.exit(exit_code(exc))

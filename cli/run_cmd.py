@@ -10,7 +10,7 @@ import typer
 
 from segtool.runtime import Segmenter, expand, run_sources
 from segtool.runtime.errors import UsageError
-from segtool.runtime.imagefiles import ensure_writable_dir
+from segtool.runtime.imagefiles import DEFAULT_MAX_PIXELS, ensure_writable_dir
 from segtool.runtime.outputs import Painter
 
 from . import run_options as o
@@ -38,18 +38,22 @@ def run(
     max_frames: o.MaxFrames = None,
     show: o.Show = False,
     cache: o.Cache = False,
+    max_pixels: o.MaxPixels = DEFAULT_MAX_PIXELS,
+    tile: o.Tile = None,
     quiet: o.Quiet = False,
     json_out: JsonOut = False,
 ):
     """Segment images, folders, globs, videos, streams and cameras."""
     if not sources and not camera:
         raise UsageError("nothing to segment: give images, folders, globs, videos, URLs or --camera N")
-    options = o.job_options(save, frames, max_size, size, batch, max_frames, alpha)
+    options = o.job_options(save, frames, max_size, size, batch, max_frames, alpha, max_pixels, tile)
     if show and not gui_available():
         raise UsageError("--show needs OpenCV with GUI support (opencv-python, not -headless) and a display")
     seg = open_model(Segmenter, model, device=device, cache=cache)
     out_dir = ensure_writable_dir(out_dir)
     discovery = expand(sources or [], recursive, camera, exclude=out_dir)
+    if not discovery.items:
+        raise UsageError(f"no image or video found ({len(discovery.skipped)} other file(s) skipped)")
     painter = Painter(seg.meta, alpha) if show else None
     events = ConsoleEvents(random_tag(seg.meta.random_weights), quiet, json_out, painter)
     report = run_sources(seg, discovery, out_dir, options, events)

@@ -48,9 +48,10 @@ class ConsoleEvents(RunEvents):
         self._advance(source)
         if self.quiet:
             return
-        timing = f"{result.seconds:.2f} s"  # FPS only for video
-        if isinstance(result, VideoResult):
+        if isinstance(result, VideoResult):  # FPS only for video
             timing = f"{result.frames} frames in {result.seconds:.1f} s, {result.fps:.2f} FPS"
+        else:
+            timing = f"{result.seconds:.2f} s" + (f", tiled {result.tiled}px" if result.tiled else "")
         written = ", ".join(result.outputs.values())
         say(f"{result.input}: {format_shares(result.classes)}{self.tag} | {timing} -> {written}", self.to_stderr)
 

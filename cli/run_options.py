@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from segtool.runtime import JobOptions
+from segtool.runtime.errors import UsageError
 from segtool.runtime.outputs import IMAGE_KINDS
 
 from .options import parse_kinds, parse_size
@@ -27,15 +28,23 @@ Batch = Annotated[int, Opt(min=1, help="Videos: frames per inference call.")]
 MaxFrames = Annotated[Optional[int], Opt("--max-frames", min=1, help="Videos: stop after N frames.")]
 Show = Annotated[bool, Opt("--show", help="Show video overlays in a window (needs an OpenCV GUI build).")]
 Cache = Annotated[bool, Opt("--cache", help="CPU: keep the optimized graph beside the model.")]
+MaxPixels = Annotated[int, Opt("--max-pixels", min=0, help="Refuse images above N pixels, from the header (0: off).")]
+Tile = Annotated[
+    Optional[int], Opt("--tile", min=64, help="Infer in overlapping NxN windows (default: only if needed).")
+]
 Quiet = Annotated[bool, Opt("--quiet", "-q", help="No progress bars or per-input lines.")]
 
 
 def job_options(save: str | None, frames: bool, max_size: int | None, size: str | None, batch: int,
-                max_frames: int | None, alpha: float) -> JobOptions:  # fmt: skip
+                max_frames: int | None, alpha: float, max_pixels: int, tile: int | None) -> JobOptions:  # fmt: skip
     """--save lists what to write for images and videos; --frames adds per-frame label PNGs to videos."""
     kinds = parse_kinds(save, IMAGE_KINDS, "--save") if save else None
+    target = parse_size(size)
+    if target and max_pixels and target[0] * target[1] > max_pixels:
+        raise UsageError(f"--size {size} is {target[0] * target[1] / 1e6:g} MP, over --max-pixels {max_pixels}")
     video_kinds = kinds or JobOptions.video_kinds
     if frames and "labels" not in video_kinds:
         video_kinds = (*video_kinds, "labels")
     return JobOptions(image_kinds=kinds or JobOptions.image_kinds, video_kinds=video_kinds, max_size=max_size,
-                      size=parse_size(size), batch=batch, max_frames=max_frames, alpha=alpha)  # fmt: skip
+                      size=target, batch=batch, max_frames=max_frames, alpha=alpha,
+                      max_pixels=max_pixels or None, tile=tile)  # fmt: skip

@@ -13,6 +13,8 @@ import errno
 import io
 import os
 import stat
+import threading
+import warnings
 from pathlib import Path
 
 import cv2
@@ -33,15 +35,37 @@ def jpeg_is_truncated(data: bytes) -> bool:
     return data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
 
 
+def regular_file_problem(path: Path) -> str:
+    """Why ``path`` cannot be read as a file ('' if it is a regular file). Never opens it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not stat.S_ISREG(mode):
+        kind = (
+            "FIFO"
+            if stat.S_ISFIFO(mode)
+            else "device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "socket"
+            if stat.S_ISSOCK(mode)
+            else "special file"
+        )
+        return f"not a regular file (a {kind})"
+    return ""
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
     """A regular file's bytes, or one ``InputError`` naming it (FIFOs and devices are not opened)."""
     path = Path(path)
+    problem = regular_file_problem(path)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     try:
-        mode = os.stat(path).st_mode
-        if stat.S_ISDIR(mode):
-            raise InputError(f"{path}: is a directory")
-        if not stat.S_ISREG(mode):
-            raise InputError(f"{path}: not a regular file (a FIFO, device or socket)")
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
@@ -56,22 +80,36 @@ def read_bytes(path: str | os.PathLike) -> bytes:
 DEFAULT_MAX_PIXELS = 100_000_000
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) read from the image header without decoding the pixels (Pillow), or None
     when Pillow does not know the format (OpenCV may still decode it)."""
     try:
-        with Image.open(io.BytesIO(data)) as picture:
-            return picture.size
+        with warnings.catch_warnings(), _PILLOW_LIMIT:  # segtool applies its own pixel limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(io.BytesIO(data)) as picture:
+                    return picture.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
     except Exception:  # noqa: BLE001 - any parse failure: leave the verdict to the decoder
         return None
 
 
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
 def decode_image(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:  # fmt: skip
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, reduce_to: int | None = None) -> np.ndarray:  # fmt: skip
     """Encoded image bytes -> array (BGR uint8 by default), or one ``InputError`` naming ``name``.
 
     The size is read from the header first: an image above ``max_pixels`` (0 or None: no limit)
-    is refused before a byte of it is decoded.
+    is refused before a byte of it is decoded. With ``reduce_to`` (the inference long side), a
+    JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself while its long side stays at least
+    ``reduce_to``, so memory follows the inference size rather than the file's.
     """
     if not data:
         raise InputError(f"{name}: empty file")
@@ -81,6 +119,9 @@ def decode_image(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR,
     if max_pixels and size and size[0] * size[1] > max_pixels:
         raise InputError(f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} MP, over the "
                          f"{max_pixels / 1e6:g} MP limit (--max-pixels; 0 = no limit)")  # fmt: skip
+    if reduce_to and size and flags == cv2.IMREAD_COLOR and data[:3] == b"\xff\xd8\xff":
+        factor = next((f for f in (8, 4, 2) if max(size) / f >= reduce_to), 1)
+        flags = _REDUCED.get(factor, flags)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as exc:
@@ -88,6 +129,17 @@ def decode_image(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR,
     if image is None:
         raise InputError(f"{name}: not an image, or corrupt")
     return image
+
+
+def decoded_size(data: bytes, image: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the full image ``data`` holds, ``image`` being its (maybe reduced) decoding;
+    EXIF rotation (which OpenCV applies) is taken into account."""
+    size = header_size(data)
+    h, w = image.shape[:2]
+    if size is None or (size[0] <= w and size[1] <= h) or (size[1] <= w and size[0] <= h):
+        return h, w
+    full_w, full_h = size
+    return (full_w, full_h) if (h > w) != (full_h > full_w) else (full_h, full_w)
 
 
 def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR,
@@ -109,6 +161,7 @@ def write_problem(exc: OSError) -> str:
     """A short reason for a failed write: the ones users meet named plainly."""
     reasons = {
         errno.ENOSPC: "disk full",
+        errno.EFBIG: "file too large (a file size limit)",
         errno.EISDIR: "a directory has that name",
         errno.EACCES: "permission denied",
         errno.EROFS: "read-only file system",

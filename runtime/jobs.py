@@ -20,9 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, SegtoolError, Terminated
-from .imagefiles import DEFAULT_MAX_PIXELS, read_image
+from .imagefiles import DEFAULT_MAX_PIXELS, decode_image, decoded_size, read_bytes, read_image
+from .memory import auto_tile
 from .outputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Painter, output_paths, save_pictures
+from .postprocess import resize_labels
 from .prefetch import Drain
+from .preprocess import inference_size
 from .segmenter import Segmenter, Size
 from .sources import BAD, IMAGE, Discovery, Source, expand
 from .video import VideoSink, VideoSource
@@ -44,6 +47,8 @@ class JobOptions:
     max_frames: int | None = None
     alpha: float = 0.5
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # refuse larger images from their header (0/None: off)
+    tile: int | None = None  # infer in overlapping tile x tile windows (segtool.runtime.tiling)
+    auto_tile: bool = True  # without ``tile``: tile when whole-image inference would not fit in memory
 
 
 @dataclass
@@ -54,6 +59,7 @@ class ImageResult:
     seconds: float
     classes: dict[str, float]
     outputs: dict[str, str]
+    tiled: int | None = None  # tile size when segmented window by window
     kind: str = "image"
 
     def as_dict(self) -> dict:
@@ -90,6 +96,15 @@ class Segmented:
     pictures: dict[str, np.ndarray]
     classes: dict[str, float]
     seconds: float
+    tiled: int | None = None  # tile size, when the image was segmented window by window
+
+
+def choose_tile(image: np.ndarray, options: JobOptions) -> int | None:
+    """``options.tile``, or (auto) a tile size when whole-image inference would exceed memory."""
+    if options.tile or not options.auto_tile:
+        return options.tile
+    width, height = inference_size(image.shape[0], image.shape[1], options.max_size, options.size)
+    return auto_tile(width * height)
 
 
 def segment_array(seg: Segmenter, image: np.ndarray, options: JobOptions = JobOptions(),
@@ -97,10 +112,11 @@ def segment_array(seg: Segmenter, image: np.ndarray, options: JobOptions = JobOp
     """Segment a decoded BGR image and compose ``kinds`` (default: ``options.image_kinds``)."""
     started = time.perf_counter()
     painter = painter or Painter(seg.meta, options.alpha)
-    labels = seg.segment(image, max_size=options.max_size, size=options.size)
+    tile = choose_tile(image, options)
+    labels = seg.segment(image, max_size=options.max_size, size=options.size, tile=tile)
     pictures = painter.compose(image, labels, options.image_kinds if kinds is None else kinds)
     shares = shares_from_counts(class_counts(labels, len(seg.meta.classes)), seg.meta.classes)
-    return Segmented(labels, pictures, shares, time.perf_counter() - started)
+    return Segmented(labels, pictures, shares, time.perf_counter() - started, tile)
 
 
 def segment_image(seg: Segmenter, source: Source, out_dir: Path, options: JobOptions = JobOptions(),
@@ -108,12 +124,16 @@ def segment_image(seg: Segmenter, source: Source, out_dir: Path, options: JobOpt
     """Read, segment and write one still image; ``InputError``/``OutputError`` if it cannot be done."""
     started = time.perf_counter()
     painter = painter or Painter(seg.meta, options.alpha)
-    image = read_image(str(source.location), max_pixels=options.max_pixels)
+    data = read_bytes(str(source.location))
+    image = decode_image(data, str(source), max_pixels=options.max_pixels, reduce_to=options.max_size)
     done = segment_array(seg, image, options, painter)
+    full = decoded_size(data, image)  # a JPEG decoded at reduced size: labels still at full size
+    if "labels" in done.pictures and full != done.labels.shape:
+        done.pictures["labels"] = resize_labels(done.labels, *full)
     paths = output_paths(out_dir, source.stem, options.image_kinds, IMAGE_SUFFIXES)
     written = save_pictures(painter, done.pictures, paths)
-    height, width = done.labels.shape
-    return ImageResult(str(source), height, width, round(time.perf_counter() - started, 4), done.classes, written)
+    seconds = round(time.perf_counter() - started, 4)
+    return ImageResult(str(source), full[0], full[1], seconds, done.classes, written, tiled=done.tiled)
 
 
 class _FramesFolder:

@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .imagefiles import atomic_write_bytes, encode_image
+from .errors import OutputError
+from .imagefiles import atomic_write_bytes, encode_image, write_problem
 from .metadata import ModelMetadata
 from .visualize import blend, colorize, stamp
 
@@ -96,10 +97,20 @@ def output_paths(out_dir: Path, stem: str, kinds, suffixes: dict[str, str]) -> d
 
 
 def save_pictures(painter: Painter, pictures: dict[str, np.ndarray], paths: dict[str, Path]) -> dict[str, str]:
-    """Encode and write each picture atomically; kind -> path written."""
-    written = {}
+    """Encode and write each picture atomically; kind -> path written. A picture that cannot be
+    written does not stop the others; ``OutputError`` then names every one that failed."""
+    written, failed = {}, []
     for kind, path in paths.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, painter.encode(kind, pictures[kind]))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, painter.encode(kind, pictures[kind]))
+        except OutputError as exc:
+            failed.append(str(exc))
+            continue
+        except OSError as exc:
+            failed.append(f"cannot write {path}: {write_problem(exc)}")
+            continue
         written[kind] = str(path)
+    if failed:
+        raise OutputError("; ".join(failed))
     return written

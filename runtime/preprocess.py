@@ -42,19 +42,25 @@ def to_uint8_3ch(image: np.ndarray, color: str = "bgr") -> np.ndarray:
     return image[:, :, :3]
 
 
+def inference_size(
+    height: int, width: int, max_size: int | None = None, size: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """(width, height) at inference: exactly ``size`` if given, else shrunk so the long side is at
+    most ``max_size`` (never enlarged); the image's own size when neither is set."""
+    if size:
+        return int(size[0]), int(size[1])
+    if max_size and max(height, width) > max_size:
+        scale = max_size / max(height, width)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    return width, height
+
+
 def resize_for_inference(
     image: np.ndarray, max_size: int | None = None, size: tuple[int, int] | None = None
 ) -> np.ndarray:
-    """The image at inference resolution: exactly ``size`` (width, height) if given, else shrunk
-    so the long side is at most ``max_size`` (never enlarged); unchanged when neither is set."""
+    """The image at inference resolution (see ``inference_size``)."""
     h, w = image.shape[:2]
-    if size:
-        target = (int(size[0]), int(size[1]))
-    elif max_size and max(h, w) > max_size:
-        scale = max_size / max(h, w)
-        target = (max(1, round(w * scale)), max(1, round(h * scale)))
-    else:
-        return image
+    target = inference_size(h, w, max_size, size)
     if target == (w, h):
         return image
     shrinking = target[0] * target[1] < w * h

@@ -18,6 +18,7 @@ from .postprocess import argmax_channels, resize_labels
 from .prefetch import prefetch
 from .preprocess import Normalizer, resize_for_inference, to_uint8_3ch
 from .session import CPU, create_session
+from .tiling import segment_tiled
 
 log = logging.getLogger(__name__)
 Size = tuple[int, int]
@@ -103,13 +104,24 @@ class Segmenter:
         return self.labels_at(self.run(self.prepare(images, color, max_size, size)), h, w)
 
     def segment(
-        self, image: np.ndarray, color: str = "bgr", max_size: int | None = None, size: Size | None = None
+        self,
+        image: np.ndarray,
+        color: str = "bgr",
+        max_size: int | None = None,
+        size: Size | None = None,
+        tile: int | None = None,
     ) -> np.ndarray:
         """HxW uint8 class indices for one image (BGR by default, as OpenCV reads files).
 
         ``max_size`` caps the long side used for inference, or ``size`` = (width, height) sets it;
-        labels come back at the image's size.
+        labels come back at the image's size. ``tile`` runs overlapping tile x tile windows when the
+        inference resolution is larger (``segtool.runtime.tiling``), for images too big for memory.
         """
+        if tile:
+            ready = resize_for_inference(to_uint8_3ch(image, color), max_size, size)
+            if max(ready.shape[:2]) > tile:
+                height, width = np.asarray(image).shape[:2]
+                return resize_labels(segment_tiled(self, ready, color, tile), height, width)
         return self.segment_batch([image], color, max_size, size)[0]
 
     def segment_stream(

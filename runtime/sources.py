@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import glob
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .imagefiles import IMAGE_SUFFIXES
+from .imagefiles import IMAGE_SUFFIXES, regular_file_problem
 
 VIDEO_SUFFIXES = frozenset(
     {
@@ -76,30 +75,6 @@ class Discovery:
 
 def is_media_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-
-
-def regular_file_problem(path: Path) -> str:
-    """Why ``path`` cannot be read as a file ('' if it is a regular file). Never opens it."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return "no such file"
-    except OSError as exc:
-        return f"cannot read ({exc.strerror})"
-    if stat.S_ISDIR(mode):
-        return "is a directory"
-    if not stat.S_ISREG(mode):
-        kind = (
-            "FIFO"
-            if stat.S_ISFIFO(mode)
-            else "device"
-            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "socket"
-            if stat.S_ISSOCK(mode)
-            else "special file"
-        )
-        return f"not a regular file (a {kind})"
-    return ""
 
 
 def sniff(path: Path) -> str:

@@ -7,6 +7,7 @@ interrupted or failed run never leaves a half-written video under its real name.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError, OutputError
+from .imagefiles import regular_file_problem, write_problem
 
 DEFAULT_FPS = 25.0
 
@@ -24,8 +26,8 @@ class VideoSource:
 
     def __init__(self, location: str | int):
         self.name = f"camera {location}" if isinstance(location, int) else str(location)
-        if isinstance(location, str) and "://" not in location and not Path(location).is_file():
-            raise InputError(f"{self.name}: no such file")
+        if isinstance(location, str) and "://" not in location and (problem := regular_file_problem(Path(location))):
+            raise InputError(f"{self.name}: {problem}")  # a FIFO or device is never opened
         self.capture = cv2.VideoCapture(location)
         if not self.capture.isOpened():
             what = (
@@ -108,12 +110,18 @@ class VideoSink:
         written = {}
         for kind, target in self.targets.items():
             temp = self.temp[kind]
-            if not self.frames or not _decodes(temp):
+            if not self.frames or not _decodes(temp, self.frames):
                 self.discard()
                 raise OutputError(
                     f"cannot write {target}: the encoded video does not play back (disk full, or the encoder failed)"
                 )
-            os.replace(temp, target)
+            try:
+                if target.is_dir():
+                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+                os.replace(temp, target)
+            except OSError as exc:
+                self.discard()
+                raise OutputError(f"cannot write {target}: {write_problem(exc)}") from None
             written[kind] = str(target)
         return written
 
@@ -125,12 +133,14 @@ class VideoSink:
             temp.unlink(missing_ok=True)
 
 
-def _decodes(path: Path) -> bool:
-    """A finished file re-opens and yields a frame (OpenCV's writer reports no write errors)."""
+def _decodes(path: Path, frames: int) -> bool:
+    """A finished file re-opens, announces the frames written (where the container says) and yields
+    a frame: OpenCV's writer reports no write error, so a full disk shows up only here."""
     if not path.is_file() or path.stat().st_size == 0:
         return False
     capture = cv2.VideoCapture(str(path))
     try:
-        return capture.isOpened() and capture.read()[0]
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        return capture.isOpened() and count in (0, frames) and bool(capture.read()[0])
     finally:
         capture.release()

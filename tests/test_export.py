@@ -18,6 +18,7 @@ from segtool.export.parity import sample_batch
 from segtool.export.pipeline import MEAN, STD
 from segtool.export.weights import WeightsUnavailable, apply_state_dict, load_checkpoint, resolve_weights
 from segtool.runtime import VOC_CLASSES, SegtoolError, voc_colormap
+from segtool.runtime.errors import ParityError
 
 # Stated tolerances for PyTorch vs ONNX Runtime (CPU), fp32 (see README "Parity").
 MAX_ABS_DIFF = 2e-4
@@ -81,9 +82,10 @@ def test_onnxruntime_matches_pytorch(model_path, torch_graph, shape):
 
 def test_failing_gate_writes_nothing(tmp_path):
     target = tmp_path / "never.onnx"
-    result = export_model(target, weights="random", shapes=((1, 3, 40, 56),), atol=0.0, min_agreement=1.0)
-    assert not result.passed and result.path is None
-    assert result.parity[0].max_abs_diff > 0  # fp32 kernels differ a little: a zero gate cannot pass
+    with pytest.raises(ParityError) as failed:
+        export_model(target, weights="random", shapes=((1, 3, 40, 56),), atol=0.0, min_agreement=1.0)
+    assert failed.value.rows[0].max_abs_diff > 0  # fp32 kernels differ a little: a zero gate cannot pass
+    assert "was not written" in str(failed.value)
     assert list(tmp_path.iterdir()) == []  # no output, no temporary file
 
 
@@ -155,5 +157,5 @@ def test_unwritable_output_and_missing_calibration_are_refused_before_exporting(
         tmp_path / "x.onnx",
         timeout=60,
     )
-    assert_clean_failure(proc, 2, "--calibration", "not a folder")
+    assert_clean_failure(proc, 2, "--calibration", "no such folder or video")
     assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,339 @@
+"""The bad-input matrix: every case ends in its exit code and one clear line, never a traceback or a
+hang; good inputs beside a bad one are still written; no temporary file is left behind.
+
+Most cases use the tiny model (tests/tiny.py) so that the matrix runs in seconds per case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import run_segtool, scene
+from tiny import tiny_model, tiny_props
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height (the pixel data is a few zero rows)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\x00" * (width * 3 + 1) * 4)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def jpeg(height: int = 24, width: int = 32, seed: int = 0) -> bytes:
+    return cv2.imencode(".jpg", scene(height, width, seed))[1].tobytes()
+
+
+def video(path: Path, frames: int = 3, width: int = 32, height: int = 24) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (width, height))
+    for k in range(frames):
+        writer.write(scene(height, width, seed=k))
+    writer.release()
+    return path
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable[[Path, Path], list[str]]  # (workdir, tiny model) -> segtool arguments
+    code: int
+    needles: tuple[str, ...]
+    good: tuple[str, ...] = ()  # files that must exist afterwards (relative to workdir)
+    timeout: float = 120
+    extra: Callable[[Path], None] | None = field(default=None)  # more checks on the workdir
+
+
+def run_with(w: Path, m: Path, *inputs: str, flags: tuple[str, ...] = ()) -> list[str]:
+    return ["run", *inputs, "good.jpg", "--model", str(m), "--out", "out", "--device", "cpu", *flags]
+
+
+def write(w: Path, name: str, data: bytes) -> str:
+    (w / name).parent.mkdir(parents=True, exist_ok=True)
+    (w / name).write_bytes(data)
+    return name
+
+
+def fifo(w: Path, name: str) -> str:
+    (w / name).parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(w / name)
+    return name
+
+
+def broken_model(w: Path, **props: str) -> str:
+    return str(tiny_model(w / "broken.onnx", tiny_props(**props)))
+
+
+def run_broken(w: Path, **props: str) -> list[str]:
+    return ["run", "good.jpg", "--model", broken_model(w, **props), "--out", "out"]
+
+
+GOOD = ("out/good_labels.png", "out/good_mask.png", "out/good_overlay.jpg")
+CASES = [
+    Case("missing file", lambda w, m: run_with(w, m, "nope.jpg"), 1, ("nope.jpg: no such file",), GOOD),
+    Case("empty file", lambda w, m: run_with(w, m, write(w, "e.jpg", b"")), 1, ("e.jpg: empty file",), GOOD),
+    Case(
+        "truncated jpeg",
+        lambda w, m: run_with(w, m, write(w, "t.jpg", jpeg(200, 200)[:900])),
+        1,
+        ("t.jpg: truncated JPEG",),
+        GOOD,
+    ),
+    Case("text as png", lambda w, m: run_with(w, m, write(w, "n.png", b"hello\n")), 1, ("n.png: not an image",), GOOD),
+    Case("random bytes", lambda w, m: run_with(w, m, write(w, "r.bmp", os.urandom(3000))), 1, ("r.bmp",), GOOD),
+    Case(
+        "png header 100000^2",
+        lambda w, m: run_with(w, m, write(w, "huge.png", png_claiming(100000, 100000))),
+        1,
+        ("huge.png: 100000x100000", "MP limit"),
+        GOOD,
+    ),
+    Case(
+        "png header 30000^2",
+        lambda w, m: run_with(w, m, write(w, "big.png", png_claiming(30000, 30000))),
+        1,
+        ("big.png: 30000x30000", "MP limit"),
+        GOOD,
+    ),
+    Case(
+        "png over --max-pixels",
+        lambda w, m: run_with(w, m, write(w, "p.jpg", jpeg(100, 100)), flags=("--max-pixels", "5000")),
+        1,
+        ("p.jpg", "MP limit"),
+        (),
+    ),
+    Case(
+        "fifo named like an image",
+        lambda w, m: run_with(w, m, fifo(w, "x.jpg")),
+        1,
+        ("x.jpg: not a regular file (a FIFO)",),
+        GOOD,
+        timeout=60,
+    ),
+    Case(
+        "fifo inside a folder",
+        lambda w, m: run_with(w, m, fifo(w, "d/p.png") and "d"),
+        1,
+        ("p.png: not a regular file (a FIFO)",),
+        GOOD,
+        timeout=60,
+    ),
+    Case(
+        "device as input",
+        lambda w, m: run_with(w, m, "/dev/null"),
+        1,
+        ("/dev/null: not a regular file (a device)",),
+        GOOD,
+    ),
+    Case(
+        "directory named like an image", lambda w, m: (w / "dir.jpg").mkdir() or run_with(w, m, "dir.jpg"), 0, (), GOOD
+    ),
+    Case(
+        "folder of non-media only",
+        lambda w, m: write(w, "notes/a.txt", b"x") and ["run", "notes", "--model", str(m)],
+        2,
+        ("no image or video found (1 other file(s) skipped)",),
+    ),
+    Case("glob matching nothing", lambda w, m: run_with(w, m, "zz*.jpg"), 1, ("zz*.jpg: no file matches it",), GOOD),
+    Case(
+        "corrupt video",
+        lambda w, m: run_with(w, m, write(w, "v.mp4", os.urandom(4000))),
+        1,
+        ("v.mp4: cannot open",),
+        GOOD,
+    ),
+    Case(
+        "unopenable camera", lambda w, m: run_with(w, m, flags=("--camera", "57")), 1, ("camera 57: cannot open",), GOOD
+    ),
+    Case(
+        "side-by-side too wide to encode",
+        lambda w, m: [
+            "run",
+            str(video(w / "wide.mp4", 2, 4128, 16)),
+            "--model",
+            str(m),
+            "--out",
+            "out",
+            "--save",
+            "side-by-side",
+        ],
+        1,
+        ("wide_side-by-side.mp4", "encoder"),
+        extra=lambda w: None if not list((w / "out").glob("*.mp4")) else pytest.fail("a video was left"),
+    ),
+    Case("--size too large", lambda w, m: run_with(w, m, flags=("--size", "100000x100000")), 2, ("--size", "MP")),
+    Case("--size not a size", lambda w, m: run_with(w, m, flags=("--size", "big")), 2, ("--size takes WIDTHxHEIGHT",)),
+    Case("--size zero", lambda w, m: run_with(w, m, flags=("--size", "0x5")), 2, ("--size takes WIDTHxHEIGHT",)),
+    Case("--save unknown", lambda w, m: run_with(w, m, flags=("--save", "labels,poster")), 2, ("--save takes",)),
+    Case("--tile too small", lambda w, m: run_with(w, m, flags=("--tile", "8")), 2, ("--tile",)),
+    Case("unknown device", lambda w, m: run_with(w, m, flags=("--device", "quantum")), 2, ("unknown device",)),
+    Case("cuda on a machine without it", lambda w, m: run_with(w, m, flags=("--device", "cuda")), 2, ("cuda",)),
+    Case("nothing to segment", lambda w, m: ["run", "--model", str(m)], 2, ("nothing to segment",)),
+    Case(
+        "missing model",
+        lambda w, m: ["run", "good.jpg", "--model", "models/none.onnx"],
+        2,
+        ("models/none.onnx not found", "segtool export"),
+    ),
+    Case(
+        "corrupt model",
+        lambda w, m: ["run", "good.jpg", "--model", write(w, "c.onnx", b"\x08\x07junk" * 50)],
+        2,
+        ("c.onnx: not a usable ONNX model",),
+    ),
+    Case(
+        "model without segtool metadata",
+        lambda w, m: ["run", "good.jpg", "--model", str(tiny_model(w / "plain.onnx", {}))],
+        2,
+        ("has no segtool metadata",),
+    ),
+    Case(
+        "palette value 300",
+        lambda w, m: run_broken(w, palette=json.dumps([[300, 0, 0]] * 21)),
+        2,
+        ("segtool.palette has a value outside",),
+    ),
+    Case("mean of 2 values", lambda w, m: run_broken(w, mean="[0.5, 0.5]"), 2, ("segtool.mean must be 3 finite",)),
+    Case("std zero", lambda w, m: run_broken(w, std="[0.2, 0, 0.2]"), 2, ("segtool.std must be positive",)),
+    Case(
+        "weights as a list", lambda w, m: run_broken(w, weights="[1, 2]"), 2, ("segtool.weights must be a JSON object",)
+    ),
+    Case(
+        "300 classes",
+        lambda w, m: run_broken(w, classes=json.dumps([f"c{k}" for k in range(300)])),
+        2,
+        ("segtool.classes must be a list of 1 to 256",),
+    ),
+    Case(
+        "class count vs channels",
+        lambda w, m: run_broken(w, classes=json.dumps([f"c{k}" for k in range(5)])),
+        2,
+        ("lists 5 classes but the graph outputs 21 channels",),
+    ),
+    Case(
+        "output kind vs graph",
+        lambda w, m: run_broken(w, output="labels"),
+        2,
+        ("segtool.output says labels but the graph's output logits is tensor(float)",),
+    ),
+    Case(
+        "non-segmentation graph",
+        lambda w, m: ["run", "good.jpg", "--model", str(tiny_model(w / "flat.onnx", input_rank=2))],
+        2,
+        ("not [batch, 3",),
+    ),
+    Case(
+        "info on broken metadata",
+        lambda w, m: ["info", broken_model(w, palette=json.dumps([[300, 0, 0]] * 21))],
+        2,
+        ("segtool.palette has a value outside",),
+    ),
+    Case(
+        "out is a file",
+        lambda w, m: write(w, "f", b"x") and run_with(w, m, flags=("--out", "f/sub")),
+        2,
+        ("not writable",),
+    ),
+    Case(
+        "output name taken by a directory",
+        lambda w, m: (w / "out" / "good_mask.png").mkdir(parents=True) or run_with(w, m),
+        1,
+        ("out/good_mask.png: a directory has that name",),
+        ("out/good_labels.png", "out/good_overlay.jpg"),
+    ),
+    Case(
+        "export onto a directory",
+        lambda w, m: (w / "d.onnx").mkdir() or ["export", "--weights", "random", "--output", "d.onnx"],
+        2,
+        ("--output d.onnx exists and is not a regular file",),
+        timeout=60,
+    ),
+    Case(
+        "export onto a device",
+        lambda w, m: ["export", "--weights", "random", "--output", "/dev/null"],
+        2,
+        ("--output /dev/null exists and is not a regular file",),
+        timeout=60,
+    ),
+    Case(
+        "export with a missing checkpoint",
+        lambda w, m: ["export", "--weights", "nope.pth", "--output", "x.onnx"],
+        2,
+        ("weights file nope.pth not found",),
+        timeout=120,
+    ),
+    Case(
+        "export with a missing calibration source",
+        lambda w, m: ["export", "--weights", "random", "--int8", "--calibration", "nope", "--output", "x.onnx"],
+        2,
+        ("--calibration nope",),
+        timeout=60,
+    ),
+    Case(
+        "eval on an empty split",
+        lambda w, m: (
+            write(w, "voc/ImageSets/Segmentation/val.txt", b"") and ["eval", str(m), "--data", "voc", "--json"]
+        ),
+        1,
+        ("no usable sample",),
+        extra=lambda w: None,
+    ),
+    Case("eval without a VOC tree", lambda w, m: ["eval", str(m), "--data", "nowhere"], 2, ("val.txt not found",)),
+    Case(
+        "compare with no usable image",
+        lambda w, m: ["compare", str(m), str(m), "--images", "nope.jpg"],
+        1,
+        ("nope.jpg: no such file", "nothing compared"),
+    ),
+    Case(
+        "compare with a missing model",
+        lambda w, m: ["compare", str(m), "none.onnx", "--images", "good.jpg"],
+        2,
+        ("none.onnx not found",),
+    ),
+    Case("unknown flag", lambda w, m: run_with(w, m, flags=("--colour", "red")), 2, ("No such option",)),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+
+
+def test_matrix_has_at_least_40_cases():
+    assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, tiny: Path, tmp_path: Path):
+    (tmp_path / "good.jpg").write_bytes(jpeg(seed=1))
+    args = case.make(tmp_path, tiny)
+    try:
+        proc = run_segtool(*args, cwd=tmp_path, timeout=case.timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"hung: segtool {' '.join(args)}")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == case.code, text
+    assert "Traceback" not in text, text
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("segtool: error:")]
+    for needle in case.needles:
+        assert any(needle in line for line in errors), (needle, proc.stderr)
+    if case.code == 2 and case.needles:
+        assert len(errors) == 1, proc.stderr  # one line
+    for name in case.good:
+        assert (tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 0, (name, text)
+    leftovers = [p for p in tmp_path.rglob(".*") if p.name != ".segtool-trt-cache"]
+    assert not leftovers, leftovers
+    if case.extra:
+        case.extra(tmp_path)
