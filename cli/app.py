@@ -8,7 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from . import bench_cmd, compare_cmd, demo_cmd, doctor_cmd, eval_cmd, export_cmd, info_cmd, run_cmd, serve_cmd
+from . import (
+    bench_cmd,
+    compare_cmd,
+    demo_cmd,
+    doctor_cmd,
+    eval_cmd,
+    export_cmd,
+    info_cmd,
+    run_cmd,
+    serve_cmd,
+    triton_cmd,
+)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -18,7 +29,7 @@ app = typer.Typer(
 COMMANDS: dict[str, Callable[..., Any]] = {
     "export": export_cmd.export, "run": run_cmd.run, "info": info_cmd.info, "demo": demo_cmd.demo,
     "bench": bench_cmd.bench, "doctor": doctor_cmd.doctor, "eval": eval_cmd.eval_model,
-    "compare": compare_cmd.compare, "serve": serve_cmd.serve,
+    "compare": compare_cmd.compare, "serve": serve_cmd.serve, "triton": triton_cmd.triton,
 }  # fmt: skip
 for name, command in COMMANDS.items():
     app.command(name)(command)

@@ -18,6 +18,7 @@ from .console import gui_available, random_tag
 from .models import DEFAULT_MODEL, open_model
 from .options import Device, JsonOut, MaxSize, OutDir
 from .run_events import ConsoleEvents
+from .run_ray import run_on_ray
 
 INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -40,6 +41,11 @@ def run(
     cache: o.Cache = False,
     max_pixels: o.MaxPixels = DEFAULT_MAX_PIXELS,
     tile: o.Tile = None,
+    ray: o.Ray = None,
+    num_actors: o.Actors = 2,
+    actor_threads: o.ActorThreads = 1,
+    gpus_per_actor: o.ActorGpus = 0.0,
+    skip_existing: o.SkipExisting = False,
     quiet: o.Quiet = False,
     json_out: JsonOut = False,
 ):
@@ -54,9 +60,12 @@ def run(
     discovery = expand(sources or [], recursive, camera, exclude=out_dir)
     if not discovery.items:
         raise UsageError(f"no image or video found ({len(discovery.skipped)} other file(s) skipped)")
+    if ray:
+        args = (ray, device, num_actors, actor_threads, gpus_per_actor, skip_existing, quiet or json_out)
+        return run_on_ray(model, discovery, out_dir, options, *args)
     painter = Painter(seg.meta, alpha) if show else None
     events = ConsoleEvents(random_tag(seg.meta.random_weights), quiet, json_out, painter)
-    report = run_sources(seg, discovery, out_dir, options, events)
+    report = run_sources(seg, discovery, out_dir, options, events, skip_existing)
     events.summary(report, seg.provider)
     if json_out:
         identity = {"model": str(seg.path), "provider": seg.provider, "weights": seg.meta.weights_label}

@@ -44,9 +44,9 @@ class ConsoleEvents(RunEvents):
         if self.images_task is not None and source.kind in (IMAGE, BAD):
             self.progress.advance(self.images_task)
 
-    def finished(self, source: Source, result: ImageResult | VideoResult) -> None:
+    def finished(self, source: Source, result: ImageResult | VideoResult | None) -> None:
         self._advance(source)
-        if self.quiet:
+        if self.quiet or result is None:  # None: outputs already there (--skip-existing)
             return
         if isinstance(result, VideoResult):  # FPS only for video
             timing = f"{result.frames} frames in {result.seconds:.1f} s, {result.fps:.2f} FPS"
@@ -66,6 +66,7 @@ class ConsoleEvents(RunEvents):
             frames = sum(r.frames for r in report.results if isinstance(r, VideoResult))
             rate = f", {frames / report.seconds:.2f} FPS" if frames and report.seconds else ""
             skipped = f", {len(report.skipped)} non-media file(s) skipped" if report.skipped else ""
+            skipped += f", {len(report.existing)} already done" if report.existing else ""
             head = f"interrupted ({report.interrupted}): " if report.interrupted else ""
             say(
                 f"{head}{report.inputs} input(s): {report.ok} ok, {len(report.failures)} failed"

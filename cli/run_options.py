@@ -32,6 +32,11 @@ MaxPixels = Annotated[int, Opt("--max-pixels", min=0, help="Refuse images above 
 Tile = Annotated[
     Optional[int], Opt("--tile", min=64, help="Infer in overlapping NxN windows (default: only if needed).")
 ]
+Ray = Annotated[Optional[str], Opt("--ray", help="Run on Ray: local, auto (ray start), or ray://host:port.")]
+Actors = Annotated[int, Opt("--num-actors", min=1, help="--ray: model actors.")]
+ActorThreads = Annotated[int, Opt("--actor-threads", min=1, help="--ray: intra-op threads per actor.")]
+ActorGpus = Annotated[float, Opt("--gpus-per-actor", min=0.0, help="--ray: GPUs per actor (GPU clusters).")]
+SkipExisting = Annotated[bool, Opt("--skip-existing", help="Skip inputs whose outputs are all there (resume).")]
 Quiet = Annotated[bool, Opt("--quiet", "-q", help="No progress bars or per-input lines.")]
 
 

@@ -251,13 +251,25 @@ def segment_video(
         )
 
 
+def outputs_complete(source: Source, out_dir: Path, options: JobOptions) -> bool:
+    """Every output of ``source`` is already there (writes are atomic, so present means whole)."""
+    if source.kind == BAD or source.live:
+        return False
+    kinds, suffixes = (options.image_kinds, IMAGE_SUFFIXES) if source.kind == IMAGE else (options.video_kinds,
+                                                                                            VIDEO_SUFFIXES)  # fmt: skip
+    paths = list(output_paths(out_dir, source.stem, kinds, suffixes).values())
+    if source.kind != IMAGE and "labels" in kinds:
+        paths.append(out_dir / f"{source.stem}_frames")
+    return bool(paths) and all(p.exists() and (p.is_dir() or p.stat().st_size > 0) for p in paths)
+
+
 class RunEvents:
     """What a caller may want to hear about during ``run_sources``; every method is optional."""
 
     def started(self, discovery: Discovery) -> None: ...
     def video_started(self, source: Source) -> None: ...
     def frame(self, source: Source, done: int, total: int | None, image: np.ndarray, labels: np.ndarray) -> None: ...
-    def finished(self, source: Source, result: ImageResult | VideoResult) -> None: ...
+    def finished(self, source: Source, result: ImageResult | VideoResult | None) -> None: ...  # None: existing
     def failed(self, source: Source, message: str) -> None: ...
 
 
@@ -266,14 +278,16 @@ class RunReport:
     results: list[ImageResult | VideoResult] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)  # inputs whose outputs were complete (skip_existing)
     inputs: int = 0
     interrupted: str = ""
     seconds: float = 0.0
 
     @property
     def ok(self) -> int:
-        """Inputs done without any problem (a video that stopped early is done, but not ok)."""
-        return sum(not (isinstance(r, VideoResult) and r.error) for r in self.results)
+        """Inputs done without any problem (a video that stopped early is done, but not ok), and
+        inputs whose outputs were already complete."""
+        return sum(not (isinstance(r, VideoResult) and r.error) for r in self.results) + len(self.existing)
 
     @property
     def frames(self) -> int:
@@ -285,6 +299,7 @@ class RunReport:
             "ok": self.ok,
             "failed": len(self.failures),
             "skipped": len(self.skipped),
+            "existing": len(self.existing),
             "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
@@ -300,14 +315,20 @@ def run_sources(
     out_dir: Path,
     options: JobOptions = JobOptions(),
     events: RunEvents = RunEvents(),
+    skip_existing: bool = False,
 ) -> RunReport:
-    """Segment every discovered input in order; failures are collected, never fatal."""
+    """Segment every discovered input in order; failures are collected, never fatal. With
+    ``skip_existing``, inputs whose outputs are all there are not recomputed (a killed job resumes)."""
     started = time.perf_counter()
     painter = Painter(seg.meta, options.alpha)
     report = RunReport(skipped=list(discovery.skipped), inputs=len(discovery.items))
     events.started(discovery)
     for source in discovery.items:
         result: ImageResult | VideoResult
+        if skip_existing and outputs_complete(source, out_dir, options):
+            report.existing.append(str(source))
+            events.finished(source, None)
+            continue
         try:
             if source.kind == BAD:
                 raise InputError(source.problem)

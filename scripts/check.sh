@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 ruff check .
 ruff format --check .
 rm -rf .typecheck && mkdir -p .typecheck/segtool
-for pkg in export runtime cli serve; do ln -s "../../$pkg" ".typecheck/segtool/$pkg"; done
-MYPYPATH=.typecheck mypy -p segtool.runtime -p segtool.export -p segtool.cli -p segtool.serve
+for pkg in export runtime cli serve scale; do ln -s "../../$pkg" ".typecheck/segtool/$pkg"; done
+MYPYPATH=.typecheck mypy -p segtool.runtime -p segtool.export -p segtool.cli -p segtool.serve -p segtool.scale

@@ -1,8 +1,8 @@
 """Every Python block in the README runs, as written, against generated files.
 
-The blocks name files a user would have (street.jpg, walk.mp4, a VOC tree, exported models);
-this test makes small stand-ins in a temporary folder and runs each block there in a fresh
-interpreter, so the README cannot drift from the API.
+The blocks name files a user would have (street.jpg, walk.mp4, a VOC tree, exported models, a
+running `segtool serve` as SERVER); this test makes small stand-ins in a temporary folder and
+runs each block there in a fresh interpreter, so the README cannot drift from the API.
 """
 
 from __future__ import annotations
@@ -16,10 +16,19 @@ import cv2
 import numpy as np
 import pytest
 from conftest import scene
+from servers import Server
 from test_eval_compare import make_voc
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def server(model_path):
+    """The `segtool serve` that the README's client example talks to (its SERVER)."""
+    running = Server(model_path)
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +53,7 @@ def test_readme_has_python_examples():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index, workdir):
-    proc = subprocess.run([sys.executable, "-c", BLOCKS[index]], cwd=workdir, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+def test_readme_python_block_runs(index, workdir, server):
+    code = f"SERVER = {server.url.removeprefix('http://')!r}\n" + BLOCKS[index]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"README block {index}:\n{BLOCKS[index]}\n{proc.stdout}\n{proc.stderr}"

@@ -193,3 +193,21 @@ def test_app_factory_mounts_inside_another_asgi_app(segmenter):
         assert client.get("/segment/v2/models/street").json()["name"] == "street"
         response = client.post("/segment/v1/segment?output=json", content=jpeg(24, 32))
     assert response.status_code == 200 and response.json()["width"] == 32
+
+
+def test_readme_curl_labels_equal_segtool_run(server, model_path, tmp_path):
+    """The README's curl line, as written but for the port, against `segtool run` on the same file."""
+    import re
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (line,) = [line for line in readme.splitlines() if line.startswith("curl --data-binary @street.jpg")]
+    (tmp_path / "street.jpg").write_bytes(jpeg(213, 320, seed=6))
+    command = shlex.split(re.sub(r"localhost:8000", server.url.removeprefix("http://"), line))
+    assert subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=120).returncode == 0
+    proc = run_segtool("run", "street.jpg", "--model", model_path, "--out", "o", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    served = np.array(Image.open(tmp_path / "labels.png"))
+    assert np.array_equal(served, np.array(Image.open(tmp_path / "o" / "street_labels.png")))

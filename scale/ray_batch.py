@@ -1,0 +1,176 @@
+"""`segtool run --ray`: the job layer on Ray Data, for more inputs than one process gets through.
+
+The inputs become a Ray Dataset with two stages: decoding (Ray tasks; each image read and decoded
+with the same pixel limit and reduced JPEG decoding as a plain run), then segmentation in a fixed
+pool of actors, each holding one ``Segmenter`` limited to the intra-op threads it is given. Actors
+write outputs straight to the output folder with the same names, atomic writes and pixels as
+``segtool run``; one manifest row per input comes back to the driver and goes to
+``<out>/manifest.parquet``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from segtool.runtime.errors import SegtoolError, Terminated
+from segtool.runtime.imagefiles import atomic_write_bytes, decode_image, decoded_size, read_bytes
+from segtool.runtime.jobs import JobOptions, segment_array, segment_video
+from segtool.runtime.outputs import IMAGE_SUFFIXES, Painter, output_paths, save_pictures
+from segtool.runtime.postprocess import resize_labels
+from segtool.runtime.segmenter import Segmenter
+from segtool.runtime.sources import BAD, IMAGE, Source
+
+MANIFEST = "manifest.parquet"
+COLUMNS = ("source", "kind", "outputs", "width", "height", "frames", "classes", "seconds", "error")
+NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
+
+
+def connect(address: str) -> None:
+    """``local``: a Ray instance in this process on this machine's cores; ``auto``: the cluster
+    started with `ray start`; ``ray://host:port``: a remote cluster through Ray Client."""
+    import ray
+
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
+    if address == "local":
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)  # type: ignore[arg-type]
+    else:
+        ray.init(address=address, **quiet)  # type: ignore[arg-type]
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the driver shows its own bar: done, failed, rate, ETA
+    context.print_on_execution_start = False
+
+
+def decode_row(row: dict, max_pixels: int | None, reduce_to: int | None) -> dict:
+    """Stage 1: read and decode an image (videos pass through; the actor reads them)."""
+    row = dict(row, image=NO_IMAGE, full_height=0, full_width=0)
+    if row["kind"] != IMAGE or row["error"]:
+        return row
+    try:
+        data = read_bytes(row["source"])
+        image = decode_image(data, row["source"], max_pixels=max_pixels, reduce_to=reduce_to)
+        row["full_height"], row["full_width"] = decoded_size(data, image)
+        row["image"] = image
+    except SegtoolError as exc:
+        row["error"] = str(exc)
+    return row
+
+
+class SegmentActor:
+    """Stage 2: one model per actor; segments, writes the pictures, returns the manifest rows."""
+
+    def __init__(self, model: str, device: str, threads: int, options: dict, out_dir: str):
+        self.seg = Segmenter(model, device=device, threads=threads, warn_random=False)
+        self.options = JobOptions(**options)
+        self.painter = Painter(self.seg.meta, self.options.alpha)
+        self.out_dir = Path(out_dir)
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [self.one({k: batch[k][i] for k in batch}) for i in range(len(batch["source"]))]
+        return {column: [r[column] for r in rows] for column in COLUMNS}
+
+    def one(self, row: dict) -> dict:
+        started = time.perf_counter()
+        result = {"source": str(row["source"]), "kind": str(row["kind"]), "outputs": "{}", "width": 0, "height": 0,
+                  "frames": 0, "classes": "{}", "seconds": 0.0, "error": str(row["error"]) or None}  # fmt: skip
+        if result["error"]:
+            return result
+        try:
+            if row["kind"] == IMAGE:
+                done = segment_array(self.seg, row["image"], self.options, self.painter)
+                full = (int(row["full_height"]), int(row["full_width"]))
+                if "labels" in done.pictures and full != done.labels.shape:
+                    done.pictures["labels"] = resize_labels(done.labels, *full)
+                paths = output_paths(self.out_dir, str(row["stem"]), self.options.image_kinds, IMAGE_SUFFIXES)
+                outputs, classes = save_pictures(self.painter, done.pictures, paths), done.classes
+                result.update(height=full[0], width=full[1], frames=1)
+            else:
+                video = segment_video(self.seg, Source(row["kind"], str(row["source"]), str(row["stem"])),
+                                      self.out_dir, self.options, self.painter)  # fmt: skip
+                outputs, classes = video.outputs, video.classes
+                result.update(height=video.height, width=video.width, frames=video.frames, error=video.error or None)
+        except SegtoolError as exc:
+            result["error"] = str(exc)
+            return result
+        result.update(outputs=json.dumps(outputs), classes=json.dumps(classes))
+        result["seconds"] = round(time.perf_counter() - started, 4)
+        return result
+
+
+@dataclass
+class RayReport:
+    rows: list[dict] = field(default_factory=list)
+    existing: int = 0  # skipped: outputs already complete
+    interrupted: str = ""
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[dict]:
+        return [{"input": r["source"], "error": r["error"]} for r in self.rows if r["error"]]
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"inputs": len(self.rows) + self.existing, "failed": len(self.failures)}
+
+
+def write_manifest(out_dir: Path, rows: list[dict]) -> Path:
+    """One row per input, written atomically as Parquet (classes and outputs as JSON strings)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows],
+                                 schema=pa.schema([("source", pa.string()), ("kind", pa.string()),
+                                                   ("outputs", pa.string()), ("width", pa.int64()),
+                                                   ("height", pa.int64()), ("frames", pa.int64()),
+                                                   ("classes", pa.string()), ("seconds", pa.float64()),
+                                                   ("error", pa.string())]))  # fmt: skip
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    path = out_dir / MANIFEST
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def run_ray(model: Path, sources: list[Source], out_dir: Path, options: JobOptions, device: str = "cpu",
+            num_actors: int = 2, actor_threads: int = 1, gpus_per_actor: float = 0.0,
+            on_row: Callable[[dict], None] = lambda row: None) -> RayReport:  # fmt: skip
+    """Segment ``sources`` on the connected Ray cluster; Ctrl-C or SIGTERM stops the job (what was
+    written stays complete) and the manifest holds the inputs done."""
+    import ray
+    import ray.data
+
+    report = RayReport()
+    started = time.perf_counter()
+    items = [{"source": str(s.location), "kind": s.kind, "stem": s.stem, "error": s.problem if s.kind == BAD else ""}
+             for s in sources]  # fmt: skip
+    try:
+        if items:
+            # Decoding asks for no CPU of its own: the actors hold the cores, and a decode task
+            # waiting for a core they hold would stall the pipeline.
+            decode = partial(decode_row, max_pixels=options.max_pixels, reduce_to=options.max_size)
+            ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=len(items))
+            ds = ds.map(decode, num_cpus=0)
+            ds = ds.map_batches(SegmentActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
+                                num_cpus=actor_threads, num_gpus=gpus_per_actor or None,
+                                fn_constructor_kwargs={"model": str(Path(model).resolve()), "device": device,
+                                                       "threads": actor_threads, "options": asdict(options),
+                                                       "out_dir": str(Path(out_dir).resolve())})  # fmt: skip
+            for row in ds.iter_rows():
+                report.rows.append(dict(row))
+                on_row(report.rows[-1])
+    except KeyboardInterrupt as exc:
+        report.interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+    finally:
+        report.seconds = time.perf_counter() - started
+        write_manifest(out_dir, report.rows)
+    return report

@@ -1,0 +1,99 @@
+"""`segtool triton`: a model repository for Triton Inference Server's ONNX Runtime backend.
+
+Writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx`` (the exported file, unchanged).
+The config declares the graph's own input and output (``image`` TYPE_FP32 [3, -1, -1] with a
+batch dimension when ``max_batch_size`` > 0), and can add instance groups, dynamic batching and
+the TensorRT accelerator; segtool's metadata (classes, palette, normalization, weights) rides
+along as string parameters. See Triton's model configuration documentation.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from segtool.runtime.errors import UsageError
+from segtool.runtime.imagefiles import atomic_write_bytes
+from segtool.runtime.segmenter import Segmenter
+
+TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(uint8)": "TYPE_UINT8",
+         "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32"}  # fmt: skip
+
+
+INSTANCES = "instance_group [\n  {{\n    count: {count}\n    kind: KIND_{kind}\n  }}\n]"
+TENSORRT = """optimization {
+  execution_accelerators {
+    gpu_execution_accelerator: [
+      {
+        name: "tensorrt"
+        parameters { key: "precision_mode" value: "PRECISION" }
+      }
+    ]
+  }
+}"""
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    name: str | None = None  # default: the file's segtool.model
+    max_batch_size: int = 8  # 0: no batching dimension in the config
+    instances: int = 1
+    kind: str = "gpu"  # gpu or cpu
+    tensorrt: bool = False  # TensorRT accelerator in ONNX Runtime (GPU)
+    dynamic_batching: bool = False
+    max_queue_delay_us: int = 1000
+
+
+def _dims(shape, batched: bool) -> list[int]:
+    dims = [d if isinstance(d, int) else -1 for d in shape]
+    return dims[1:] if batched else dims
+
+
+def _tensor(node, batched: bool) -> str:
+    dims = ", ".join(str(d) for d in _dims(node.shape, batched))
+    return f'  {{\n    name: "{node.name}"\n    data_type: {TYPES[node.type]}\n    dims: [ {dims} ]\n  }}'
+
+
+def config_text(seg: Segmenter, options: TritonOptions) -> str:
+    """config.pbtxt (protobuf text format of Triton's ModelConfig) for the model ``seg`` holds."""
+    if options.kind not in ("gpu", "cpu"):
+        raise UsageError(f"--kind takes gpu or cpu (got {options.kind!r})")
+    if options.tensorrt and options.kind != "gpu":
+        raise UsageError("--tensorrt needs --kind gpu")
+    meta = seg.meta
+    batched = options.max_batch_size > 0
+    name = options.name or meta.model
+    lines = [f'name: "{name}"', 'backend: "onnxruntime"', f"max_batch_size: {options.max_batch_size}",
+             "input [\n" + ",\n".join(_tensor(i, batched) for i in seg.session.get_inputs()) + "\n]",
+             "output [\n" + ",\n".join(_tensor(o, batched) for o in seg.session.get_outputs()) + "\n]",
+             INSTANCES.format(count=options.instances, kind=options.kind.upper())]  # fmt: skip
+    if options.dynamic_batching:
+        if not batched:
+            raise UsageError("--dynamic-batching needs --max-batch N > 0")
+        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {options.max_queue_delay_us}\n}}")
+    if options.tensorrt:
+        precision = "FP16" if meta.precision == "fp16" else "FP32"
+        lines.append(TENSORRT.replace("PRECISION", precision))
+    parameters = {"segtool.model": meta.model, "segtool.classes": json.dumps(list(meta.classes)),
+                  "segtool.palette": json.dumps(meta.palette.tolist()), "segtool.mean": json.dumps(list(meta.mean)),
+                  "segtool.std": json.dumps(list(meta.std)), "segtool.channel_order": meta.channel_order,
+                  "segtool.output": meta.output, "segtool.weights": json.dumps(meta.weights, sort_keys=True),
+                  "segtool.precision": meta.precision}  # fmt: skip
+    for key, value in parameters.items():
+        lines.append(f"parameters {{\n  key: {json.dumps(key)}\n  value: {{ string_value: {json.dumps(value)} }}\n}}")
+    return "\n".join(lines) + "\n"
+
+
+def write_repository(model: Path, repo: Path, options: TritonOptions = TritonOptions(), device: str = "cpu") -> Path:
+    """Write (or replace) one model's folder in a Triton model repository; returns that folder."""
+    seg = Segmenter(model, device=device, warn_random=False)
+    text = config_text(seg, options)
+    folder = repo / (options.name or seg.meta.model)
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    temp = folder / "1" / ".model.onnx.partial"
+    shutil.copyfile(model, temp)
+    temp.replace(folder / "1" / "model.onnx")
+    atomic_write_bytes(folder / "config.pbtxt", text.encode())
+    return folder

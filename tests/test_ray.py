@@ -1,0 +1,119 @@
+"""`segtool run --ray` on a local Ray instance (2 CPUs) started once for these tests with `ray start`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import SEGTOOL, run_segtool, scene
+from PIL import Image
+from servers import free_port
+
+RAY = str(Path(SEGTOOL).with_name("ray"))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    port = free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    start = [RAY, "start", "--head", "--num-cpus=2", f"--port={port}", "--include-dashboard=false",
+             "--disable-usage-stats", f"--temp-dir={temp}"]  # fmt: skip
+    subprocess.run(start, check=True, capture_output=True, timeout=180)
+    yield {"RAY_ADDRESS": f"127.0.0.1:{port}"}
+    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("inputs")
+    for k in range(4):
+        cv2.imwrite(str(folder / f"img{k}.jpg"), scene(60 + 7 * k, 80 + 5 * k, seed=k))
+    (folder / "broken.png").write_bytes(b"not a png")
+    writer = cv2.VideoWriter(str(folder / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (48, 32))
+    for k in range(3):
+        writer.write(scene(32, 48, seed=k))
+    writer.release()
+    return folder
+
+
+def ray_run(ray_cluster, inputs, model, out, *flags):
+    args = ["run", inputs, "--model", model, "--out", out, "--ray", "auto", "--device", "cpu", "--num-actors", "2"]
+    return run_segtool(*args, "--actor-threads", "1", *flags, env_extra=ray_cluster, timeout=600)
+
+
+def test_ray_labels_equal_a_plain_run_and_the_manifest_records_everything(ray_cluster, inputs, model_path, tmp_path):
+    plain = run_segtool("run", inputs, "--model", model_path, "--out", tmp_path / "plain", "--device", "cpu")
+    assert plain.returncode == 1  # broken.png
+    proc = ray_run(ray_cluster, inputs, model_path, tmp_path / "ray")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "broken.png: not an image" in proc.stderr and "1 of 6 input(s) failed" in proc.stderr
+    for k in range(4):
+        ours = np.array(Image.open(tmp_path / "ray" / f"img{k}_labels.png"))
+        theirs = np.array(Image.open(tmp_path / "plain" / f"img{k}_labels.png"))
+        assert np.array_equal(ours, theirs), k
+        assert (tmp_path / "ray" / f"img{k}_overlay.jpg").read_bytes() == (
+            tmp_path / "plain" / f"img{k}_overlay.jpg"
+        ).read_bytes()
+    assert cv2.VideoCapture(str(tmp_path / "ray" / "clip_overlay.mp4")).read()[0]
+    rows = pq.read_table(tmp_path / "ray" / "manifest.parquet").to_pylist()
+    assert len(rows) == 6
+    by_name = {Path(r["source"]).name: r for r in rows}
+    assert by_name["broken.png"]["error"] and "not an image" in by_name["broken.png"]["error"]
+    good = by_name["img2.jpg"]
+    assert good["error"] is None and (good["width"], good["height"]) == (90, 74)
+    assert json.loads(good["outputs"])["labels"].endswith("img2_labels.png")
+    assert sum(json.loads(good["classes"]).values()) == pytest.approx(1.0)
+    assert by_name["clip.mp4"]["frames"] == 3 and by_name["clip.mp4"]["kind"] == "video"
+    assert not list((tmp_path / "ray").glob(".*"))
+
+
+def test_skip_existing_does_no_work_the_second_time(ray_cluster, inputs, tiny_model_path, tmp_path):
+    out = tmp_path / "out"
+    assert ray_run(ray_cluster, inputs, tiny_model_path, out).returncode == 1
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "manifest.parquet"}
+    time.sleep(0.05)
+    again = ray_run(ray_cluster, inputs, tiny_model_path, out, "--skip-existing")
+    assert "(5 already done)" in again.stdout, again.stdout + again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "manifest.parquet"} == stamps
+    plain = run_segtool("run", inputs, "--model", tiny_model_path, "--out", out, "--skip-existing", "--json")
+    assert json.loads(plain.stdout)["existing"] == 5
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "manifest.parquet"} == stamps
+
+
+def test_ctrl_c_of_the_driver_leaves_no_partial_file(ray_cluster, model_path, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for k in range(40):
+        cv2.imwrite(str(folder / f"p{k:02d}.jpg"), scene(240, 320, seed=k))
+    out = tmp_path / "out"
+    command = [SEGTOOL, "run", str(folder), "--model", str(model_path), "--out", str(out), "--ray", "auto",
+               "--device", "cpu"]  # fmt: skip
+    process = subprocess.Popen(command, env={**os.environ, **ray_cluster}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not list(out.glob("*_overlay.jpg")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    done = [p for p in out.iterdir() if not p.name.startswith(".") and p.suffix in (".png", ".jpg")]
+    assert 0 < len(done) < 120
+    for path in done:
+        Image.open(path).load()  # complete, never half-written
+    assert len(pq.read_table(out / "manifest.parquet")) < 40
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory) -> Path:
+    from tiny import tiny_model
+
+    return tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx")

@@ -1,0 +1,63 @@
+"""`segtool triton`: the written config parses with Triton's own ModelConfig schema, field by field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_clean_failure, run_segtool
+from google.protobuf import text_format
+from tiny import tiny_model
+from tritonclient.grpc import model_config_pb2 as mc
+
+
+def parse(path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def test_config_for_gpu_with_batching_and_tensorrt(tmp_path, model_path):
+    proc = run_segtool("triton", model_path, "--repo", tmp_path / "repo", "--name", "street", "--max-batch", "4",
+                       "--instances", "2", "--kind", "gpu", "--tensorrt", "--dynamic-batching")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "tritonserver --model-repository" in proc.stdout
+    folder = tmp_path / "repo" / "street"
+    assert (folder / "1" / "model.onnx").read_bytes() == model_path.read_bytes()
+    config = parse(folder / "config.pbtxt")
+    assert config.name == "street" and config.backend == "onnxruntime" and config.max_batch_size == 4
+    (image,) = config.input
+    assert (image.name, image.data_type, list(image.dims)) == ("image", mc.TYPE_FP32, [3, -1, -1])
+    (logits,) = config.output
+    assert (logits.name, logits.data_type, list(logits.dims)) == ("logits", mc.TYPE_FP32, [21, -1, -1])
+    (group,) = config.instance_group
+    assert group.count == 2 and group.kind == mc.ModelInstanceGroup.KIND_GPU
+    assert config.dynamic_batching.max_queue_delay_microseconds == 1000
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP32"
+    parameters = {k: v.string_value for k, v in config.parameters.items()}
+    assert json.loads(parameters["segtool.classes"])[15] == "person"
+    assert json.loads(parameters["segtool.weights"]) == {"kind": "random", "seed": 0}
+    assert json.loads(parameters["segtool.mean"]) == pytest.approx([0.485, 0.456, 0.406])
+    assert parameters["segtool.output"] == "logits" and parameters["segtool.channel_order"] == "RGB"
+
+
+def test_config_without_batching_keeps_the_batch_dim_and_labels_output(tmp_path):
+    model = tiny_model(tmp_path / "labels.onnx", labels_graph=True)
+    proc = run_segtool("triton", model, "--repo", tmp_path / "repo", "--max-batch", "0", "--kind", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    config = parse(tmp_path / "repo" / "tiny" / "config.pbtxt")
+    assert config.max_batch_size == 0 and list(config.input[0].dims) == [-1, 3, -1, -1]
+    assert (config.output[0].name, config.output[0].data_type, list(config.output[0].dims)) == (
+        "labels",
+        mc.TYPE_UINT8,
+        [-1, -1, -1],
+    )
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert not config.HasField("dynamic_batching") and not config.HasField("optimization")
+
+
+def test_contradictory_flags_are_one_line(tmp_path):
+    model = tiny_model(tmp_path / "t.onnx")
+    proc = run_segtool("triton", model, "--repo", tmp_path / "r", "--kind", "cpu", "--tensorrt")
+    assert_clean_failure(proc, 2, "--tensorrt needs --kind gpu")
+    proc = run_segtool("triton", model, "--repo", tmp_path / "r", "--max-batch", "0", "--dynamic-batching")
+    assert_clean_failure(proc, 2, "--dynamic-batching needs --max-batch")
