@@ -41,8 +41,8 @@ def connect(address: str) -> None:
     import ray
 
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
-    if address == "local":
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)  # type: ignore[arg-type]
+    if address == "local":  # on loopback only
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)  # type: ignore[arg-type]
     else:
         ray.init(address=address, **quiet)  # type: ignore[arg-type]
     import ray.data

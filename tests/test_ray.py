@@ -22,13 +22,14 @@ RAY = str(Path(SEGTOOL).with_name("ray"))
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
+    """A one-node cluster on loopback; token auth off (it is for clusters reached over a network)."""
     port = free_port()
-    temp = tmp_path_factory.mktemp("ray")
-    start = [RAY, "start", "--head", "--num-cpus=2", f"--port={port}", "--include-dashboard=false",
-             "--disable-usage-stats", f"--temp-dir={temp}"]  # fmt: skip
-    subprocess.run(start, check=True, capture_output=True, timeout=180)
-    yield {"RAY_ADDRESS": f"127.0.0.1:{port}"}
-    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=180)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    start = [RAY, "start", "--head", "--num-cpus=2", f"--port={port}", "--node-ip-address=127.0.0.1",
+             "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
+    subprocess.run(start, check=True, capture_output=True, timeout=180, env=env)
+    yield {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_MODE": "disabled"}
+    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=180, env=env)
 
 
 @pytest.fixture(scope="module")
