@@ -16,6 +16,7 @@ from . import (
     eval_cmd,
     export_cmd,
     info_cmd,
+    models_cmd,
     run_cmd,
     serve_cmd,
     triton_cmd,
@@ -30,6 +31,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "export": export_cmd.export, "run": run_cmd.run, "info": info_cmd.info, "demo": demo_cmd.demo,
     "bench": bench_cmd.bench, "doctor": doctor_cmd.doctor, "eval": eval_cmd.eval_model,
     "compare": compare_cmd.compare, "serve": serve_cmd.serve, "triton": triton_cmd.triton,
+    "models": models_cmd.models,
 }  # fmt: skip
 for name, command in COMMANDS.items():
     app.command(name)(command)

@@ -13,7 +13,7 @@ from segtool.runtime import Segmenter, iter_images
 from segtool.runtime.comparison import compare_models
 
 from .console import err, error_line
-from .models import open_model
+from .modelfile import open_model
 from .options import Device, JsonOut, MaxSize
 from .reports import print_compare
 

@@ -13,7 +13,8 @@ import cv2
 from rich import progress as p
 from rich.console import Console
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (not a terminal) gets room for the tables instead of rich's default 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

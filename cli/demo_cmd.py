@@ -19,10 +19,15 @@ from segtool.runtime.synthetic import street_scene
 
 from .console import err, format_shares, random_tag, say
 from .exporting import load_export_stage, run_export
-from .models import DEFAULT_MODEL
+from .modelfile import DEFAULT_MODEL
+
+MODEL = str(DEFAULT_MODEL)
+# the names of segtool.export.models.MODELS, without importing torch here
+MODEL_NAMES = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
+               "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")  # fmt: skip
 
 
-def ensure_model(model: Path, weights: str, force: bool) -> Path:
+def ensure_model(model: Path, name: str, weights: str, force: bool) -> Path:
     """The pretrained (or --weights) export if possible; else, loudly, a random-weights one beside it."""
     random_model = model.with_name(model.stem + "_random" + model.suffix)
     if model.is_file() and not force:
@@ -32,7 +37,7 @@ def ensure_model(model: Path, weights: str, force: bool) -> Path:
     from segtool.export.weights import WeightsUnavailable
 
     try:
-        return run_export(model, weights=weights).path
+        return run_export(model, model=name, weights=weights).path
     except WeightsUnavailable as exc:
         err.rule("PRETRAINED WEIGHTS UNAVAILABLE", style="bold red")
         err.print(str(exc), style="red", markup=False)
@@ -46,26 +51,28 @@ def ensure_model(model: Path, weights: str, force: bool) -> Path:
     if random_model.is_file() and not force:
         err.print(f"using existing {random_model}", markup=False)
         return random_model
-    return run_export(random_model, weights="random").path
+    return run_export(random_model, model=name, weights="random").path
 
 
 def demo(
     image: Annotated[Optional[Path], typer.Argument(help="Image to segment (default: a drawn sample scene).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("segtool-out"),
-    model: Annotated[Path, typer.Option("--model", "-m", help="Where the exported model lives.")] = DEFAULT_MODEL,
+    model: Annotated[str, typer.Option("--model", "-m", help="`segtool models` name, or .onnx path.")] = MODEL,
     weights: Annotated[str, typer.Option(help="DEFAULT (download) or a local checkpoint path.")] = "DEFAULT",
     force: Annotated[bool, typer.Option(help="Export again even if the model file exists.")] = False,
 ):
     """Export fcn_resnet50 (pretrained if downloadable, else loudly random) and segment an image."""
     out_dir = ensure_writable_dir(out_dir)
-    model = ensure_model(model, weights, force)
+    path = Path(model) if model.endswith(".onnx") else Path("models") / f"{model}.onnx"
+    name = path.stem.split("_random")[0] if path.stem.split("_random")[0] in MODEL_NAMES else "fcn_resnet50"
+    model_file = ensure_model(path, name, weights, force)
     if image is None:
         image = out_dir / "sample.jpg"
         atomic_write_bytes(image, encode_image(street_scene(), ".jpg"))
         err.print(f"made a sample image: {image}", markup=False)
-    seg = Segmenter(model)
+    seg = Segmenter(model_file)
     result = segment_image(seg, Source(IMAGE, str(image), Path(image).stem), out_dir)
     say(f"{result.input}: {format_shares(result.classes)}{random_tag(seg.meta.random_weights)} (on {seg.provider})")
-    for kind, path in result.outputs.items():
-        say(f"  {kind:8} {path}")
-    say(f"next: segtool run YOUR_IMAGES --model {model} --out {out_dir}")
+    for kind, written in result.outputs.items():
+        say(f"  {kind:8} {written}")
+    say(f"next: segtool run YOUR_IMAGES --model {model_file} --out {out_dir}")

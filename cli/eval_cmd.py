@@ -14,7 +14,7 @@ from segtool.runtime.errors import UsageError
 from segtool.runtime.evaluation import evaluate, voc_samples
 
 from .console import err, error_line, out, say
-from .models import open_model
+from .modelfile import open_model
 from .options import Device, JsonOut, ModelArg
 from .tables import class_iou_table
 

@@ -11,7 +11,7 @@ import typer
 from segtool.runtime.describe import describe
 
 from .console import error_line, say
-from .models import open_model
+from .modelfile import open_model
 from .options import Device, JsonOut
 
 

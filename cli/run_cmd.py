@@ -15,7 +15,7 @@ from segtool.runtime.outputs import Painter
 
 from . import run_options as o
 from .console import gui_available, random_tag
-from .models import DEFAULT_MODEL, open_model
+from .modelfile import DEFAULT_MODEL, open_model
 from .options import Device, JsonOut, MaxSize, OutDir
 from .run_events import ConsoleEvents
 from .run_ray import run_on_ray

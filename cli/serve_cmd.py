@@ -12,7 +12,7 @@ from segtool.runtime import Segmenter
 from segtool.runtime.errors import UsageError
 
 from .console import say
-from .models import open_model
+from .modelfile import open_model
 from .options import Device
 
 Opt = typer.Option

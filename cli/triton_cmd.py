@@ -10,7 +10,7 @@ import typer
 from segtool.scale.triton import TritonOptions, write_repository
 
 from .console import say
-from .models import open_model
+from .modelfile import open_model
 
 Opt = typer.Option
 

@@ -13,6 +13,8 @@ from segtool.runtime.errors import UsageError
 DEFAULT_MODEL = "fcn_resnet50"
 DEFAULT_SHAPES = ((1, 3, 333, 517), (2, 3, 256, 256), (1, 3, 520, 520))
 PRECISIONS = ("fp32", "int8", "fp16")
+METHODS = ("minmax", "percentile", "entropy")
+VARIANT_TARGETS = {"int8": 0.99, "fp16": 0.995}  # argmax agreement with fp32 on held-out images
 
 
 @dataclass(frozen=True)
@@ -21,21 +23,43 @@ class ExportConfig:
     weights: str = "DEFAULT"  # DEFAULT, a weights enum member, a checkpoint path, or "random"
     seed: int = 0  # for weights="random"
     verify: bool = True  # run the PyTorch-vs-ONNX parity gate
-    atol: float = 1e-3  # gate: largest allowed |onnx - torch| logit difference
+    atol: float = 1e-4  # gate: absolute tolerance, in units of the output's scale (see parity.Gate)
+    rtol: float = 1e-3  # gate: relative tolerance, elementwise
     min_agreement: float = 0.999  # gate: smallest allowed argmax agreement
     shapes: tuple[tuple[int, int, int, int], ...] = DEFAULT_SHAPES
     labels_output: bool = False  # ArgMax inside the graph, uint8 labels out
     precision: str = "fp32"  # fp32, int8 (CPU) or fp16 (GPU)
     calibration: Path | None = None  # int8: folder of images or a video; None = generated images
-    calibration_count: int = 8
-    calibration_size: int = 384
+    calibration_count: int = 16  # images (or frames) read: two in three calibrate, one in three validates
+    calibration_size: int = 384  # their long side
+    calibration_method: str = "minmax"  # minmax, percentile or entropy (docs/BENCHMARKS.md: why minmax)
+    variant_min_agreement: float | None = None  # int8/fp16 vs fp32 on held-out images; None: per precision
+    force: bool = False  # write a variant below its target anyway (its metadata says so)
     opset: int = 18
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
-        if not (0.0 <= self.min_agreement <= 1.0) or self.atol < 0:
-            raise UsageError("the gate needs atol >= 0 and 0 <= min_agreement <= 1")
+        if self.calibration_method not in METHODS:
+            raise UsageError(f"unknown calibration method {self.calibration_method!r}: {', '.join(METHODS)}")
+        if self.variant_min_agreement is not None and not 0.0 <= self.variant_min_agreement <= 1.0:
+            raise UsageError("--int8-min-agreement takes a fraction between 0 and 1, e.g. 0.99")
+        if not (0.0 <= self.min_agreement <= 1.0) or self.atol < 0 or self.rtol < 0:
+            raise UsageError("the gate needs atol >= 0, rtol >= 0 and 0 <= min_agreement <= 1")
+
+    @property
+    def gate(self):
+        from .parity import Gate
+
+        return Gate(self.atol, self.rtol, self.min_agreement)
+
+    @property
+    def variant_target(self) -> float:
+        return (
+            self.variant_min_agreement
+            if self.variant_min_agreement is not None
+            else VARIANT_TARGETS.get(self.precision, 1.0)
+        )
 
     @property
     def random_weights(self) -> bool:

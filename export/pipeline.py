@@ -74,6 +74,7 @@ def build_graph(
             "segtool": _version("segtool"),
             "python": platform.python_version(),
         },
+        extra={"published": spec.published()},  # torchvision's figures for its pretrained weights
     )
     return SegmentationGraph(net, labels_output).eval(), meta
 
@@ -128,27 +129,21 @@ def export_model(
     onnx.checker.check_model(proto, full_check=True)
     rows: list[parity.ParityRow] = []
     if config.verify:
+        gate = config.gate
         progress(f"parity gate: PyTorch vs ONNX Runtime on {len(config.shapes)} shapes")
-        rows = parity.compare(graph, proto.SerializeToString(), config.shapes, meta.mean, meta.std)
-        meta.extra["parity"] = {
-            "atol": config.atol,
-            "min_agreement": config.min_agreement,
-            "provider": "CPUExecutionProvider",
-            "rows": [r.as_dict() for r in rows],
-        }
-        if not all(r.passes(config.atol, config.min_agreement) for r in rows):
-            raise ParityError(
-                f"parity gate failed: ONNX output differs from PyTorch beyond the gate "
-                f"(max diff <= {config.atol:g}, agreement >= {config.min_agreement:.2%}); "
-                f"{output} was not written",
-                rows,
-            )
+        rows = parity.compare(graph, proto.SerializeToString(), config.shapes, meta.mean, meta.std, gate)
+        meta.extra["parity"] = {"atol": gate.atol, "rtol": gate.rtol, "min_agreement": gate.min_agreement,
+                                "rule": gate.describe(), "provider": "CPUExecutionProvider",
+                                "rows": [r.as_dict() for r in rows]}  # fmt: skip
+        if not all(r.passes(gate) for r in rows):
+            raise ParityError(f"parity gate failed ({gate.describe()}): ONNX output differs from PyTorch; "
+                              f"{output} was not written", rows)  # fmt: skip
     meta.extra["precision"] = config.precision
     if config.precision != "fp32":
         from .variants import make_variant
 
         progress(f"making the {config.precision} variant")
-        data, record = make_variant(proto.SerializeToString(), config, meta.mean, meta.std)
+        data, record = make_variant(proto.SerializeToString(), config, meta.mean, meta.std, progress)
         meta.extra["variant"] = record
         proto = onnx.load_from_string(data)
         del proto.metadata_props[:]

@@ -1,10 +1,10 @@
 """Optimized variants of an exported fp32 model, made with ONNX Runtime's own tools.
 
 - int8: static quantization, QDQ format, per-channel int8 weights and uint8 activations
-  (what runs fast on CPUs without VNNI), calibrated with MinMax on real images from a folder
-  or, when none is given, on generated smooth images (recorded in the metadata). Targets the
-  CPU provider. ``CalibMaxIntermediateOutputs`` is deliberately not set: ORT's calibrator loses
-  data with it.
+  (what runs fast on CPUs without VNNI), calibrated on images from a folder, frames of a video
+  or, when none is given, generated smooth images (recorded in the metadata), with an accuracy
+  target met on held-out images by keeping sensitive layers in fp32 (``segtool.export.int8``).
+  Targets the CPU provider.
 - fp16: ``onnxruntime.transformers.float16.convert_float_to_float16`` with fp32 inputs and
   outputs kept, so callers do not change; for GPU providers (slower on CPUs).
 
@@ -15,7 +15,7 @@ on the parity inputs, and the result is stored in the file's metadata.
 from __future__ import annotations
 
 import logging
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from segtool.runtime.preprocess import Normalizer, resize_for_inference, to_uint
 
 from .config import ExportConfig
 from .graph import INPUT_NAME
+from .int8 import VariantBelowTarget, agreement, labels_of, quantize_with_target, split
 from .parity import ParityRow, row, sample_batch
 
 log = logging.getLogger(__name__)
@@ -59,40 +60,6 @@ def calibration_batches(mean, std, source: Path | None, count: int, size: int) -
     return batches, f"{len(batches)} images from {source}, long side {size}{note}"
 
 
-def quantize_int8(fp32_model: bytes, batches: list[np.ndarray]) -> bytes:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.feeds = iter({INPUT_NAME: b} for b in batches)
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    with tempfile.TemporaryDirectory(prefix="segtool-int8-") as tmp:
-        src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        src.write_bytes(fp32_model)
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre),
-            str(dst),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-        return dst.read_bytes()
-
-
 def convert_fp16(fp32_model: bytes) -> bytes:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
@@ -116,27 +83,37 @@ def agreement_with(reference: bytes, variant: bytes, shapes, mean, std) -> list[
     return rows
 
 
-def make_variant(fp32_model: bytes, config: ExportConfig, mean, std) -> tuple[bytes, dict]:
-    """fp32 ONNX bytes -> (variant bytes, metadata record of how it was made and how close it is)."""
+def make_variant(fp32_model: bytes, config: ExportConfig, mean, std,
+                 progress: Callable[[str], None] = lambda stage: None) -> tuple[bytes, dict]:  # fmt: skip
+    """fp32 ONNX bytes -> (variant bytes, metadata record of how it was made and how close it is).
+
+    Both variants must reach ``config.variant_target`` argmax agreement with fp32 on held-out
+    images (int8: those of its calibration source it did not calibrate on; fp16: the same kind of
+    split of the same source), or are refused unless ``config.force``.
+    """
+    batches, source = calibration_batches(mean, std, config.calibration, config.calibration_count,
+                                          config.calibration_size)  # fmt: skip
+    target = config.variant_target
     record: dict[str, object]
     if config.precision == "int8":
-        batches, source = calibration_batches(
-            mean, std, config.calibration, config.calibration_count, config.calibration_size
-        )
-        variant = quantize_int8(fp32_model, batches)
-        record = {
-            "precision": "int8",
-            "method": "onnxruntime quantize_static, QDQ, per-channel, uint8 activations / int8 weights, MinMax",
-            "calibration": source,
-            "target": "CPUExecutionProvider",
-        }
+        variant, outcome = quantize_with_target(fp32_model, batches, target, config.calibration_method, config.force,
+                                                progress)  # fmt: skip
+        record = {"precision": "int8", "target_provider": "CPUExecutionProvider", "calibration": source,
+                  "method": "onnxruntime quantize_static, QDQ, per-channel, uint8 activations / int8 weights, "
+                  f"{config.calibration_method}", **outcome}  # fmt: skip
     else:
         variant = convert_fp16(fp32_model)
-        record = {
-            "precision": "fp16",
-            "method": "onnxruntime.transformers.float16, fp32 inputs/outputs kept",
-            "target": "CUDAExecutionProvider",
-        }
+        _, validation = split(batches)
+        reached = agreement(variant, validation, labels_of(fp32_model, validation))
+        record = {"precision": "fp16", "target_provider": "CUDAExecutionProvider", "validation": source,
+                  "method": "onnxruntime.transformers.float16, fp32 inputs/outputs kept", "agreement": reached,
+                  "target": target, "met": reached >= target}  # fmt: skip
+        if reached < target and not config.force:
+            raise VariantBelowTarget(f"fp16 reaches {reached:.2%} argmax agreement with fp32, below the "
+                                     f"{target:.2%} target; nothing written (--force writes it anyway)")  # fmt: skip
+    if not record["met"]:
+        log.warning("%s variant written below its agreement target (--force): %.2f%% < %.2f%%", config.precision,
+                    100 * float(record["agreement"]), 100 * target)  # type: ignore[arg-type]  # fmt: skip
     rows = agreement_with(fp32_model, variant, config.shapes, mean, std)
     record["vs_fp32"] = [r.as_dict() for r in rows]
     return variant, record

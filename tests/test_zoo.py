@@ -1,0 +1,98 @@
+"""Every torchvision VOC model: the table, parity with PyTorch at odd sizes and a batch, metadata,
+and the variants of the mobile models (hardswish/hardsigmoid) on ONNX Runtime's CPU provider."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_segtool, scene
+
+from segtool.export import export_model
+from segtool.export.models import MODELS
+from segtool.export.parity import Gate, row, sample_batch
+from segtool.export.pipeline import MEAN, STD, build_graph
+from segtool.runtime import Segmenter
+from segtool.runtime.session import create_session
+
+SMALL = ((1, 3, 64, 96),)
+PARITY_SHAPES = ((1, 3, 33, 47), (1, 3, 97, 61), (2, 3, 64, 80))
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """One random-weights export per model, made on first use (small gate shapes keep CI short)."""
+    folder = tmp_path_factory.mktemp("zoo")
+    made: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in made:
+            made[name] = export_model(folder / f"{name}.onnx", model=name, weights="random", shapes=SMALL)
+        return made[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_parity_with_pytorch_at_odd_sizes_and_a_batch(name, zoo):
+    result = zoo(name)
+    graph, _ = build_graph(name, "random", 0)
+    session, _ = create_session(str(result.path), "cpu")
+    gate = Gate()
+    for k, shape in enumerate(PARITY_SHAPES):
+        x = sample_batch(shape, MEAN, STD, seed=50 + k)
+        with torch.no_grad():
+            reference = graph(torch.from_numpy(x)).numpy()
+        output = session.run(None, {"image": x})[0]
+        assert output.shape == reference.shape == (shape[0], 21, shape[2], shape[3])
+        parity = row(shape, reference, output, gate)
+        assert parity.passes(gate), (name, parity)  # tolerance scales with the logits (parity.Gate)
+        assert parity.ratio < 0.5 and parity.agreement >= 0.999, (name, parity)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_metadata_carries_the_published_metrics(name, zoo):
+    meta = Segmenter(zoo(name).path, device="cpu", warn_random=False).meta
+    published = meta.extra["published"]
+    weights = MODELS[name].weights()
+    assert published["miou"] == weights.meta["_metrics"]["COCO-val2017-VOC-labels"]["miou"]
+    assert published["checkpoint"] in weights.url and meta.model == name
+
+
+def test_models_command_lists_all_six(tmp_path):
+    proc = run_segtool("models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["model"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == set(MODELS)
+    lraspp, fcn = rows["lraspp_mobilenet_v3_large"], rows["fcn_resnet50"]
+    assert lraspp["params_m"] == pytest.approx(3.22, abs=0.01) and 3 < lraspp["gflop"] < 6
+    assert fcn["gflop"] > 50 * lraspp["gflop"] and fcn["miou"] == 60.5
+    assert fcn["checkpoint"] == "fcn_resnet50_coco-1167a1af.pth" and fcn["sha256_prefix"] == "1167a1af"
+    text = run_segtool("models").stdout
+    assert "deeplabv3_mobilenet_v3_large" in text and "57.9" in text
+
+
+def test_info_shows_published_metrics(zoo):
+    proc = run_segtool("info", zoo("lraspp_mobilenet_v3_large").path)
+    assert proc.returncode == 0 and "published" in proc.stdout and "57.9" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"])
+def test_mobile_variants_run_on_the_cpu_provider(name, tmp_path, zoo):
+    fp32 = Segmenter(zoo(name).path, device="cpu", warn_random=False)
+    int8 = export_model(tmp_path / "int8.onnx", model=name, weights="random", shapes=SMALL, verify=False,
+                        precision="int8", calibration_count=6, calibration_size=96, force=True)  # fmt: skip
+    record = int8.meta.extra["variant"]
+    assert 0.0 <= record["agreement"] <= 1.0 and record["split"] == {"calibration": 4, "validation": 2}
+    seg = Segmenter(int8.path, device="cpu", warn_random=False)
+    assert seg.meta.precision == "int8" and seg.provider == "CPUExecutionProvider"
+    image = scene(72, 100, seed=3)
+    labels = seg.segment(image)
+    assert labels.shape == (72, 100) and labels.max() < 21
+    reference = fp32.segment(image)
+    assert 0.0 < (labels == reference).mean() <= 1.0  # reported in docs/BENCHMARKS.md; random weights here
+    labels_model = export_model(tmp_path / "labels.onnx", model=name, weights="random", shapes=SMALL,
+                                labels_output=True)  # fmt: skip
+    assert np.array_equal(Segmenter(labels_model.path, device="cpu", warn_random=False).segment(image), reference)
