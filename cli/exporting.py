@@ -41,7 +41,12 @@ def run_export(output: Path | None, **settings):
     if result.parity:
         out.print(parity_table(result.parity, config.gate))
     if "variant" in result.meta.extra:
-        out.print(variant_table(result.meta.extra["variant"]))
+        v = result.meta.extra["variant"]
+        out.print(variant_table(v))
+        kept = f"; {len(v['excluded_nodes'])} convolution(s) kept in fp32" if "excluded_nodes" in v else ""
+        speed = f"; {v['speedup_vs_fp32']:.2f}x fp32's speed here" if "speedup_vs_fp32" in v else ""
+        say(f"{v['precision']} agreement {v['agreement']:.2%} with fp32 on held-out images (target {v['target']:.2%}, "
+            f"{'met' if v['met'] else 'NOT met'}){kept}{speed}")  # fmt: skip
     size = result.path.stat().st_size / 1e6
     say(
         f"wrote {result.path} ({size:.1f} MB, {result.meta.model}, {result.meta.weights_label}, "

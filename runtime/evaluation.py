@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InputError, UsageError
 from .imagefiles import read_image
+from .jobs import JobOptions, segment_array
 from .voc import VOC_IGNORE_INDEX, voc_colormap
 
 _PACK = np.array([1 << 16, 1 << 8, 1], np.int64)
@@ -147,8 +148,10 @@ def evaluate(
     resize: int | None = 520,
     strict: bool = False,
     on_image: Callable[[str], None] | None = None,
+    options: JobOptions = JobOptions(),
 ) -> EvalResult:
-    """Run ``seg`` (anything with ``segment(image)`` and ``meta.classes``) over the samples."""
+    """Run ``seg`` (anything with ``segment(image, **options)`` and ``meta.classes``) over the samples,
+    through the job layer (``options``: tiling, like `segtool run`)."""
     classes = tuple(seg.meta.classes)
     result = EvalResult(classes, ConfusionMatrix(len(classes)))
     started = time.perf_counter()
@@ -160,7 +163,7 @@ def evaluate(
                 raise
             result.problems.append({"id": sample.id, "error": str(exc)})
         else:
-            result.confusion.update(mask, seg.segment(image))
+            result.confusion.update(mask, segment_array(seg, image, options, kinds=()).labels)
             result.images += 1
         if on_image:
             on_image(sample.id)

@@ -111,10 +111,10 @@ def segment_array(seg: Segmenter, image: np.ndarray, options: JobOptions = JobOp
                   painter: Painter | None = None, kinds=None) -> Segmented:  # fmt: skip
     """Segment a decoded BGR image and compose ``kinds`` (default: ``options.image_kinds``)."""
     started = time.perf_counter()
-    painter = painter or Painter(seg.meta, options.alpha)
     tile = choose_tile(image, options)
     labels = seg.segment(image, max_size=options.max_size, size=options.size, tile=tile)
-    pictures = painter.compose(image, labels, options.image_kinds if kinds is None else kinds)
+    kinds = options.image_kinds if kinds is None else kinds
+    pictures = (painter or Painter(seg.meta, options.alpha)).compose(image, labels, kinds) if kinds else {}
     shares = shares_from_counts(class_counts(labels, len(seg.meta.classes)), seg.meta.classes)
     return Segmented(labels, pictures, shares, time.perf_counter() - started, tile)
 

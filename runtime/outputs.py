@@ -67,7 +67,7 @@ class Painter:
         """8-bit paletted PNG: pixel value = class index, palette = class colours (VOC convention)."""
         picture = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
         picture.putpalette(self.palette_rgb.tobytes())
-        return _png_bytes(picture, self.note)
+        return _png_bytes(picture, self.note, level=9)  # label maps are mostly flat: level 9 is cheap here
 
     def mask_png(self, mask_bgr: np.ndarray) -> bytes:
         return _png_bytes(Image.fromarray(np.ascontiguousarray(mask_bgr[:, :, ::-1])), self.note)
@@ -81,12 +81,14 @@ class Painter:
         return encode_image(picture, ".jpg")
 
 
-def _png_bytes(picture: Image.Image, text: dict[str, str]) -> bytes:
+def _png_bytes(picture: Image.Image, text: dict[str, str], level: int = 6) -> bytes:
     info = PngInfo()
     for key, value in text.items():
         info.add_text(key, value)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", pnginfo=info, optimize=False, compress_level=6)
+    # optimize=False: Pillow's optimizer may shrink the palette and renumber pixels, and here a
+    # pixel value is a class index
+    picture.save(buffer, format="PNG", pnginfo=info, optimize=False, compress_level=level)
     return buffer.getvalue()
 
 

@@ -33,6 +33,7 @@ from segtool.runtime.sources import BAD, IMAGE, Source
 MANIFEST = "manifest.parquet"
 COLUMNS = ("source", "kind", "outputs", "width", "height", "frames", "classes", "seconds", "error")
 NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
+DECODE_CPUS = 0.1
 
 
 def connect(address: str) -> None:
@@ -155,13 +156,16 @@ def run_ray(model: Path, sources: list[Source], out_dir: Path, options: JobOptio
              for s in sources]  # fmt: skip
     try:
         if items:
-            # Decoding asks for no CPU of its own: the actors hold the cores, and a decode task
-            # waiting for a core they hold would stall the pipeline.
+            # Decoding tasks ask for a tenth of a core and each actor for its threads less a tenth, so
+            # decoding always finds room next to a full actor pool (a task asking for no CPU at all
+            # is throttled by Ray Data: measured 10x slower here); a few items per block keep
+            # scheduling overhead low (docs/BENCHMARKS.md).
             decode = partial(decode_row, max_pixels=options.max_pixels, reduce_to=options.max_size)
-            ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=len(items))
-            ds = ds.map(decode, num_cpus=0)
+            blocks = max(1, min(len(items), 4 * num_actors))
+            ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=blocks)
+            ds = ds.map(decode, num_cpus=DECODE_CPUS)
             ds = ds.map_batches(SegmentActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
-                                num_cpus=actor_threads, num_gpus=gpus_per_actor or None,
+                                num_cpus=max(DECODE_CPUS, actor_threads - DECODE_CPUS), num_gpus=gpus_per_actor or None,
                                 fn_constructor_kwargs={"model": str(Path(model).resolve()), "device": device,
                                                        "threads": actor_threads, "options": asdict(options),
                                                        "out_dir": str(Path(out_dir).resolve())})  # fmt: skip

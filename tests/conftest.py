@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -75,10 +74,10 @@ def segmenter(model_path):
 
 
 def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A smooth random BGR picture: blobs of colour, like a photo at a glance."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, size=(max(2, height // 12), max(2, width // 12), 3), dtype=np.uint8)
-    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    """A smooth random BGR picture: blobs of colour, like a photo at a glance (the runtime's own generator)."""
+    from segtool.runtime.synthetic import smooth_image
+
+    return smooth_image(height, width, seed=seed, cell=12)
 
 
 def voc_meta(random_weights: bool = True):

@@ -181,3 +181,13 @@ def test_3000x2000_at_full_resolution_with_tiles_under_an_address_space_limit(tm
     assert proc.returncode == 0, proc.stderr
     assert "tiled 768px" in proc.stdout
     assert Image.open(tmp_path / "out" / "photo_labels.png").size == (3000, 2000)
+
+
+def test_read_only_output_folder_is_one_line_before_any_work(tmp_path, tiny):
+    cv2.imwrite(str(tmp_path / "a.png"), scene(20, 30))
+    with small_disk(tmp_path / "ro", "100k") as out:
+        subprocess.run(["mount", "-o", "remount,ro", str(out)], check=True)
+        proc = run_segtool("run", tmp_path / "a.png", "--model", tiny, "--out", out)
+        assert not list(out.iterdir())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"output folder {out} is not writable (read-only file system)" in proc.stderr
