@@ -193,3 +193,12 @@ def test_compare_cli_on_an_image_and_video_frames(tmp_path, model_path):
     empty = run_segtool("compare", model_path, model_path, "--images", tmp_path / "nope.jpg", "--json")
     assert_clean_failure(empty, 1, "nothing compared")
     assert json.loads(empty.stdout)["pixel_agreement"] is None  # JSON null, never NaN
+
+
+def test_eval_on_an_empty_split_is_json_null_never_nan(tmp_path, model_path):
+    root = make_voc(tmp_path / "voc", {})
+    proc = run_segtool("eval", model_path, "--data", root, "--json", "--device", "cpu")
+    assert_clean_failure(proc, 1, "no usable sample")
+    assert "NaN" not in proc.stdout
+    report = json.loads(proc.stdout)
+    assert report["miou"] is None and report["pixel_accuracy"] is None and report["images"] == 0
