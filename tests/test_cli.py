@@ -178,3 +178,31 @@ def test_demo_offline_falls_back_loudly_to_random(tmp_path, model_path, monkeypa
     assert not (models / "fcn_resnet50.onnx").exists()  # no random model under the pretrained name
     assert "RANDOM" in Image.open(tmp_path / "out" / "sample_labels.png").info["Comment"]
     assert band_height(cv2.imread(str(tmp_path / "out" / "sample_overlay.jpg"))) > 0
+
+
+def test_version_short_help_and_bracketed_help_text():
+    version = run_segtool("--version")
+    assert version.returncode == 0 and version.stdout.startswith("segtool ")
+    short = run_segtool("run", "-h")
+    assert short.returncode == 0 and "--max-pixels" in short.stdout
+    assert "(default: images labels,mask,overlay; videos overlay)" in " ".join(short.stdout.split())
+    export_help = " ".join(run_segtool("export", "-h").stdout.split())
+    assert "[1e-4]" in export_help and "[0.999]" in export_help  # brackets survive: no rich markup
+
+
+def test_folder_run_counts_are_consistent_and_skip_non_media(tmp_path, model_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f"a{k}.png"), scene(16, 20, k))
+    (folder / "notes.txt").write_text("x")
+    (folder / "labels.json").write_text("{}")
+    (folder / "bad.jpg").write_bytes(b"")
+    out = folder / "out"  # inside the input tree: never read back
+    for _ in range(2):
+        proc = run_segtool("run", folder, "-r", "--model", model_path, "--out", out, "--device", "cpu")
+        assert proc.returncode == 1, proc.stderr
+        assert "4 input(s): 3 ok, 1 failed, 2 non-media file(s) skipped" in proc.stdout
+    assert not (out / "out").exists() and not list(out.glob("*_labels_labels.png"))
+    line = next(line for line in proc.stdout.splitlines() if line.startswith(str(folder / "a0.png")))
+    assert " s -> " in line and "a0_labels.png" in line and "FPS" not in line
