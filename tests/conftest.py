@@ -55,7 +55,7 @@ def int8_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("int8") / "int8.onnx"
     small = ((1, 3, 64, 96),)
     return export_model(out, weights="random", seed=SEED, verify=False, precision="int8", shapes=small,
-                        calibration_count=2, calibration_size=96).path  # fmt: skip
+                        calibration_count=6, calibration_size=96, variant_min_agreement=0.5).path  # fmt: skip
 
 
 @pytest.fixture(scope="session")
