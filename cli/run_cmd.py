@@ -61,7 +61,7 @@ def run(
     if not discovery.items:
         raise UsageError(f"no image or video found ({len(discovery.skipped)} other file(s) skipped)")
     if ray:
-        args = (ray, device, num_actors, actor_threads, gpus_per_actor, skip_existing, quiet or json_out)
+        args = (ray, device, num_actors, actor_threads, gpus_per_actor, skip_existing, quiet, json_out)
         return run_on_ray(model, discovery, out_dir, options, *args)
     painter = Painter(seg.meta, alpha) if show else None
     events = ConsoleEvents(random_tag(seg.meta.random_weights), quiet, json_out, painter)

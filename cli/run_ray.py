@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -17,7 +18,8 @@ INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def run_on_ray(model: Path, discovery: Discovery, out_dir: Path, options: JobOptions, address: str, device: str,
-               actors: int, threads: int, gpus: float, skip_existing: bool, quiet: bool) -> None:  # fmt: skip
+               actors: int, threads: int, gpus: float, skip_existing: bool, quiet: bool, json_out: bool,
+               ) -> None:  # fmt: skip
     try:
         from segtool.scale.ray_batch import connect, run_ray
     except ImportError as exc:
@@ -25,7 +27,7 @@ def run_on_ray(model: Path, discovery: Discovery, out_dir: Path, options: JobOpt
     todo = [s for s in discovery.items if not (skip_existing and outputs_complete(s, out_dir, options))]
     existing = len(discovery.items) - len(todo)
     connect(address)
-    with progress_bar(disable=quiet) as bar:
+    with progress_bar(disable=quiet or json_out) as bar:
         task = bar.add_task(f"ray {address}", total=len(todo), rate="")
         failed = 0
 
@@ -41,9 +43,12 @@ def run_on_ray(model: Path, discovery: Discovery, out_dir: Path, options: JobOpt
     for failure in report.failures:
         error_line(failure["error"])
     head = f"interrupted ({report.interrupted}): " if report.interrupted else ""
-    say(f"{head}{len(discovery.items)} input(s): {len(report.rows) - len(report.failures) + existing} ok "
-        f"({existing} already done), {len(report.failures)} failed, on Ray ({address}, {actors} actor(s) x "
-        f"{threads} thread(s)) in {report.seconds:.1f} s -> {out_dir}/manifest.parquet")  # fmt: skip
+    if json_out:
+        print(json.dumps(report.as_dict() | {"manifest": str(out_dir / "manifest.parquet")}, indent=2))
+    ok = len(report.rows) - len(report.failures) + existing
+    say(f"{head}{len(discovery.items)} input(s): {ok} ok ({existing} already done), {len(report.failures)} failed, "
+        f"on Ray ({address}, {actors} actor(s) x {threads} thread(s)) in {report.seconds:.1f} s -> "
+        f"{out_dir}/manifest.parquet", to_stderr=json_out)  # fmt: skip
     if report.interrupted:
         raise typer.Exit(INTERRUPTED[report.interrupted])
     if report.failures:

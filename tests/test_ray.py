@@ -81,8 +81,10 @@ def test_skip_existing_does_no_work_the_second_time(ray_cluster, inputs, tiny_mo
     assert ray_run(ray_cluster, inputs, tiny_model_path, out).returncode == 1
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "manifest.parquet"}
     time.sleep(0.05)
-    again = ray_run(ray_cluster, inputs, tiny_model_path, out, "--skip-existing")
-    assert "(5 already done)" in again.stdout, again.stdout + again.stderr
+    again = ray_run(ray_cluster, inputs, tiny_model_path, out, "--skip-existing", "--json")
+    assert "(5 already done)" in again.stderr, again.stdout + again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["existing"] == 5 and summary["inputs"] == 6 and summary["failed"] == 1
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "manifest.parquet"} == stamps
     plain = run_segtool("run", inputs, "--model", tiny_model_path, "--out", out, "--skip-existing", "--json")
     assert json.loads(plain.stdout)["existing"] == 5
