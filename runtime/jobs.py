@@ -119,19 +119,31 @@ def segment_array(seg: Segmenter, image: np.ndarray, options: JobOptions = JobOp
     return Segmented(labels, pictures, shares, time.perf_counter() - started, tile)
 
 
+def load_image(location: str, options: JobOptions) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read and decode an image file under the pixel limit (a JPEG at reduced size when ``max_size``
+    allows); returns the image and the full (height, width) its labels are written at."""
+    data = read_bytes(location)
+    image = decode_image(data, location, max_pixels=options.max_pixels, reduce_to=options.max_size)
+    return image, decoded_size(data, image)
+
+
+def segment_and_save(seg: Segmenter, image: np.ndarray, full: tuple[int, int], stem: str, out_dir: Path,
+                     options: JobOptions, painter: Painter) -> tuple[Segmented, dict[str, str]]:  # fmt: skip
+    """Segment a loaded image and write its pictures; the label PNG at the ``full`` size."""
+    done = segment_array(seg, image, options, painter)
+    if "labels" in done.pictures and full != done.labels.shape:  # decoded at reduced size
+        done.pictures["labels"] = resize_labels(done.labels, *full)
+    paths = output_paths(out_dir, stem, options.image_kinds, IMAGE_SUFFIXES)
+    return done, save_pictures(painter, done.pictures, paths)
+
+
 def segment_image(seg: Segmenter, source: Source, out_dir: Path, options: JobOptions = JobOptions(),
                   painter: Painter | None = None) -> ImageResult:  # fmt: skip
     """Read, segment and write one still image; ``InputError``/``OutputError`` if it cannot be done."""
     started = time.perf_counter()
-    painter = painter or Painter(seg.meta, options.alpha)
-    data = read_bytes(str(source.location))
-    image = decode_image(data, str(source), max_pixels=options.max_pixels, reduce_to=options.max_size)
-    done = segment_array(seg, image, options, painter)
-    full = decoded_size(data, image)  # a JPEG decoded at reduced size: labels still at full size
-    if "labels" in done.pictures and full != done.labels.shape:
-        done.pictures["labels"] = resize_labels(done.labels, *full)
-    paths = output_paths(out_dir, source.stem, options.image_kinds, IMAGE_SUFFIXES)
-    written = save_pictures(painter, done.pictures, paths)
+    image, full = load_image(str(source.location), options)
+    done, written = segment_and_save(seg, image, full, source.stem, out_dir, options,
+                                     painter or Painter(seg.meta, options.alpha))  # fmt: skip
     seconds = round(time.perf_counter() - started, 4)
     return ImageResult(str(source), full[0], full[1], seconds, done.classes, written, tiled=done.tiled)
 

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from segtool.runtime.errors import SegtoolError, Terminated
-from segtool.runtime.imagefiles import atomic_write_bytes, decode_image, decoded_size, read_bytes
-from segtool.runtime.jobs import JobOptions, segment_array, segment_video
-from segtool.runtime.outputs import IMAGE_SUFFIXES, Painter, output_paths, save_pictures
-from segtool.runtime.postprocess import resize_labels
+from segtool.runtime.imagefiles import atomic_write_bytes
+from segtool.runtime.jobs import JobOptions, load_image, segment_and_save, segment_video
+from segtool.runtime.outputs import Painter
 from segtool.runtime.segmenter import Segmenter
 from segtool.runtime.sources import BAD, IMAGE, Source
 
@@ -59,10 +58,8 @@ def decode_row(row: dict, max_pixels: int | None, reduce_to: int | None) -> dict
     if row["kind"] != IMAGE or row["error"]:
         return row
     try:
-        data = read_bytes(row["source"])
-        image = decode_image(data, row["source"], max_pixels=max_pixels, reduce_to=reduce_to)
-        row["full_height"], row["full_width"] = decoded_size(data, image)
-        row["image"] = image
+        options = JobOptions(max_pixels=max_pixels, max_size=reduce_to)
+        row["image"], (row["full_height"], row["full_width"]) = load_image(row["source"], options)
     except SegtoolError as exc:
         row["error"] = str(exc)
     return row
@@ -89,12 +86,10 @@ class SegmentActor:
             return result
         try:
             if row["kind"] == IMAGE:
-                done = segment_array(self.seg, row["image"], self.options, self.painter)
                 full = (int(row["full_height"]), int(row["full_width"]))
-                if "labels" in done.pictures and full != done.labels.shape:
-                    done.pictures["labels"] = resize_labels(done.labels, *full)
-                paths = output_paths(self.out_dir, str(row["stem"]), self.options.image_kinds, IMAGE_SUFFIXES)
-                outputs, classes = save_pictures(self.painter, done.pictures, paths), done.classes
+                done, outputs = segment_and_save(self.seg, row["image"], full, str(row["stem"]), self.out_dir,
+                                                 self.options, self.painter)  # fmt: skip
+                classes = done.classes
                 result.update(height=full[0], width=full[1], frames=1)
             else:
                 video = segment_video(self.seg, Source(row["kind"], str(row["source"]), str(row["stem"])),
