@@ -96,3 +96,26 @@ def test_mobile_variants_run_on_the_cpu_provider(name, tmp_path, zoo):
     labels_model = export_model(tmp_path / "labels.onnx", model=name, weights="random", shapes=SMALL,
                                 labels_output=True)  # fmt: skip
     assert np.array_equal(Segmenter(labels_model.path, device="cpu", warn_random=False).segment(image), reference)
+
+
+def test_demo_with_a_model_name_falls_back_to_that_model_offline(tmp_path, monkeypatch):
+    """The README's `segtool demo --model lraspp_mobilenet_v3_large`, with the download failing."""
+    import urllib.error
+
+    from torchvision.models._api import WeightsEnum
+    from typer.testing import CliRunner
+
+    from segtool.cli.main import app
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["demo", "--model", "lraspp_mobilenet_v3_large", "--out", "out"])
+    assert result.exit_code == 0, result.output
+    assert "lraspp_mobilenet_v3_large-d234d4ea.pth" in result.output  # the offline message names its checkpoint
+    made = Segmenter(tmp_path / "models" / "lraspp_mobilenet_v3_large_random.onnx", device="cpu", warn_random=False)
+    assert made.meta.model == "lraspp_mobilenet_v3_large" and made.meta.random_weights
+    assert "--model models/lraspp_mobilenet_v3_large_random.onnx" in result.output
+    assert (tmp_path / "out" / "sample_labels.png").is_file()
