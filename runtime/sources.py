@@ -16,6 +16,7 @@ different sub-folders do not overwrite each other.
 from __future__ import annotations
 
 import glob
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"P5", b"P6")
 
 IMAGE, VIDEO, BAD = "image", "video", "bad"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,14 @@ def expand(
         if _URL.match(text):
             found.items.append(Source(VIDEO, text, _url_stem(text)))
         elif path.is_dir():
+            before = len(found.items)
             members = path.glob("**/*" if recursive else "*")
             for p in sorted(m for m in members if not any(part.startswith(".") for part in m.relative_to(path).parts)):
                 _add_member(found, p, p.relative_to(path).with_suffix("").as_posix(), out)
+            if len(found.items) == before:  # never silence, e.g. for a folder named like an image
+                log.warning(
+                    "%s: a folder with no image or video in it%s", text, "" if recursive else " (-r enters sub-folders)"
+                )
         elif path.exists() or path.is_symlink():
             found.items.append(_named(path, path.stem))
         elif glob.has_magic(text):

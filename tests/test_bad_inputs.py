@@ -337,3 +337,11 @@ def test_bad_input(case: Case, tiny: Path, tmp_path: Path):
     assert not leftovers, leftovers
     if case.extra:
         case.extra(tmp_path)
+
+
+def test_a_folder_named_like_an_image_is_said_not_silent(tiny: Path, tmp_path: Path):
+    (tmp_path / "good.jpg").write_bytes(jpeg(seed=1))
+    (tmp_path / "dir.jpg").mkdir()
+    proc = run_segtool(*run_with(tmp_path, tiny, "dir.jpg"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and (tmp_path / "out" / "good_labels.png").is_file(), proc.stderr
+    assert "segtool: warning: dir.jpg: a folder with no image or video in it" in proc.stderr
