@@ -43,7 +43,8 @@ def run_export(output: Path | None, **settings):
     if "variant" in result.meta.extra:
         v = result.meta.extra["variant"]
         out.print(variant_table(v))
-        kept = f"; {len(v['excluded_nodes'])} convolution(s) kept in fp32" if "excluded_nodes" in v else ""
+        kept = (f"; {len(v['fp32_tensors'])} tensor(s) kept in fp32 ({len(v['excluded_nodes'])} nodes unquantized)"
+                if v.get("fp32_tensors") else "")  # fmt: skip
         speed = f"; {v['speedup_vs_fp32']:.2f}x fp32's speed here" if "speedup_vs_fp32" in v else ""
         say(f"{v['precision']} agreement {v['agreement']:.2%} with fp32 on held-out images (target {v['target']:.2%}, "
             f"{'met' if v['met'] else 'NOT met'}){kept}{speed}")  # fmt: skip

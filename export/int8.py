@@ -1,15 +1,21 @@
-"""int8 with an accuracy target: quantize, check on held-out images, keep the sensitive layers in fp32.
+"""int8 with an accuracy target: quantize, check on held-out images, keep the sensitive tensors in fp32.
 
 1. The calibration images are split: two in three calibrate (ONNX Runtime's ``quantize_static``,
    QDQ, per-channel int8 weights, uint8 activations), one in three validates, never calibrated on.
 2. Agreement is the share of pixels whose argmax equals the fp32 export's on the validation images.
-3. Below the target, the quantized convolutions are ranked by sensitivity with ONNX Runtime's
-   ``qdq_loss_debug`` tools: the signal-to-quantization-noise ratio of each convolution's output
-   activation before and after its QuantizeLinear/DequantizeLinear pair (the error that layer adds,
-   not the error it inherits). The lowest-SQNR ones are excluded from quantization
-   (``nodes_to_exclude``), 1, 2, 4, ... of them, until the target holds or a quarter of the
-   convolutions are in fp32 (the cap). Calibration ranges are computed once and cached.
-4. At the cap the variant is refused (``VariantBelowTarget``), unless ``force``.
+3. Below the target, the quantized activation tensors are ranked by sensitivity with ONNX Runtime's
+   ``qdq_loss_debug`` tools: each tensor before and after its QuantizeLinear/DequantizeLinear pair
+   (the error that pair adds, not the error it inherits), as the mean over channels of the
+   per-channel signal-to-quantization-noise ratio, so that one outlier channel that squeezes all
+   the others into a few levels is seen. A ReLU that the quantizer folded into a zero-point-0 range
+   is applied to the "before" side, or it would count as noise.
+4. A tensor stays in fp32 only if no node quantizes it, so its producer *and* all its consumers go
+   into ``nodes_to_exclude`` (excluding a convolution alone leaves its neighbours' QDQ pairs on
+   both its tensors). The lowest-SQNR tensors are kept in fp32, 1, 2, 4, ... of them, until the
+   target holds or the next try would leave more than a quarter of the convolutions unquantized
+   (the cap: fp32 convolutions are what costs speed).
+   Calibration ranges are computed once and cached.
+5. At the cap the variant is refused (``VariantBelowTarget``), unless ``force``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from .graph import INPUT_NAME
 
 log = logging.getLogger(__name__)
 METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+MIN_GAIN = 0.001  # a try with more tensors in fp32 is kept only if it wins 0.1 point of agreement: they cost speed
 
 
 class VariantBelowTarget(ParityError):
@@ -78,8 +85,38 @@ class Quantizer:
         self.workdir, self.calibration, self.method = workdir, calibration, method
         (workdir / "fp32.onnx").write_bytes(fp32_model)
         quant_pre_process(str(workdir / "fp32.onnx"), str(workdir / "pre.onnx"), skip_symbolic_shape=True)
-        graph = onnx.load(str(workdir / "pre.onnx"), load_external_data=False).graph
-        self.convolutions = [n.name for n in graph.node if n.op_type == "Conv"]
+        model = onnx.load(str(workdir / "pre.onnx"))
+        for k, node in enumerate(model.graph.node):  # nodes_to_exclude works by name: every node gets one
+            node.name = node.name or f"segtool_unnamed_{k}"
+        onnx.save(model, str(workdir / "pre.onnx"))
+        self.convolutions = [n.name for n in model.graph.node if n.op_type == "Conv"]
+        self.producer = {tensor: node for node in model.graph.node for tensor in node.output}
+        self.touching: dict[str, list[str]] = {}  # tensor -> its producer and consumers
+        for node in model.graph.node:
+            for tensor in [*node.output, *node.input]:
+                self.touching.setdefault(tensor, []).append(node.name)
+
+    def convolutions_in(self, tensors: list[str]) -> int:
+        """How many convolutions keeping ``tensors`` in fp32 leaves unquantized."""
+        return len(set(self.nodes_for(tensors)) & set(self.convolutions))
+
+    def nodes_for(self, tensors: list[str]) -> list[str]:
+        """The nodes to exclude so that none of ``tensors`` is quantized.
+
+        The quantizer folds a ReLU or Clip into its input's quantization range, so keeping such an
+        activation's output in fp32 means keeping its input in fp32 too.
+        """
+        names, todo, seen = [], list(tensors), set()
+        while todo:
+            tensor = todo.pop(0)
+            if tensor in seen:
+                continue
+            seen.add(tensor)
+            names += self.touching.get(tensor, [])
+            node = self.producer.get(tensor)
+            if node is not None and node.op_type in ("Relu", "Clip"):
+                todo.append(node.input[0])
+        return list(dict.fromkeys(names))
 
     def quantize(self, exclude: list[str]) -> bytes:
         from onnxruntime.quantization import (
@@ -105,15 +142,14 @@ class Quantizer:
                         calibration_cache_path=str(self.workdir / "ranges.json"))  # fmt: skip
         return out.read_bytes()
 
-    def sensitivity(self, qdq_model: bytes, batch: np.ndarray) -> list[str]:
-        """Quantized convolutions, most sensitive first (lowest SQNR of their output's QDQ)."""
+    def sensitivity(self, qdq_model: bytes, batch: np.ndarray) -> list[tuple[str, float]]:
+        """Quantized activation tensors with their SQNR in dB, most sensitive (lowest) first."""
         from onnxruntime.quantization import CalibrationDataReader
         from onnxruntime.quantization.qdq_loss_debug import (
             collect_activations,
             create_activation_matching,
             modify_model_output_intermediate_tensors,  # fmt: skip
         )
-        from onnxruntime.quantization.qdq_loss_debug import compute_signal_to_quantization_noice_ratio as sqnr
 
         class One(CalibrationDataReader):
             def __init__(self):
@@ -126,13 +162,42 @@ class Quantizer:
         augmented = self.workdir / "augmented.onnx"
         modify_model_output_intermediate_tensors(str(self.workdir / "qdq.onnx"), str(augmented))
         matching = create_activation_matching(collect_activations(str(augmented), One()))
-        producers = {out: node for node in onnx.load(str(self.workdir / "qdq.onnx")).graph.node for out in node.output}
-        scored = {}
-        for tensor, pair in matching.items():
-            node = producers.get(tensor)
-            if node is not None and node.op_type == "Conv" and "pre_qdq" in pair and "post_qdq" in pair:
-                scored[node.name] = float(sqnr(pair["pre_qdq"], pair["post_qdq"]))
-        return sorted(scored, key=scored.__getitem__)
+        relu_folded = _zero_point_zero(onnx.load(str(self.workdir / "qdq.onnx")))
+        scored = {
+            tensor: channel_sqnr(
+                np.maximum(pair["pre_qdq"], 0) if tensor in relu_folded else pair["pre_qdq"], pair["post_qdq"]
+            )  # fmt: skip
+            for tensor, pair in matching.items()
+            if "pre_qdq" in pair and "post_qdq" in pair and tensor in self.touching
+        }
+        return sorted(scored.items(), key=lambda item: item[1])
+
+
+def channel_sqnr(reference: np.ndarray, quantized: np.ndarray) -> float:
+    """Mean over channels (axis 1) of 10·log10(signal / noise), each channel capped at 100 dB."""
+    ref = np.asarray(reference, np.float64)
+    noisy = np.asarray(quantized, np.float64)
+    if ref.ndim < 2:
+        ref, noisy = ref.reshape(1, 1, -1), noisy.reshape(1, 1, -1)
+    axes = tuple(k for k in range(ref.ndim) if k != 1)
+    signal, noise = (ref**2).sum(axes), ((ref - noisy) ** 2).sum(axes)
+    keep = signal > 0
+    if not keep.any():
+        return 100.0
+    ratio = 10 * np.log10(signal[keep] / np.maximum(noise[keep], signal[keep] * 1e-10))
+    return float(np.minimum(ratio, 100.0).mean())
+
+
+def _zero_point_zero(qdq_model: onnx.ModelProto) -> set[str]:
+    """Tensors quantized as uint8 with zero point 0: a range that starts at 0 (a folded ReLU, or no negatives)."""
+    constants = {init.name: init for init in qdq_model.graph.initializer}
+    found = set()
+    for node in qdq_model.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in constants:
+            zero_point = onnx.numpy_helper.to_array(constants[node.input[2]])
+            if zero_point.dtype == np.uint8 and zero_point.size == 1 and int(zero_point) == 0:
+                found.add(node.input[0])
+    return found
 
 
 Progress = Callable[[str], None]
@@ -150,26 +215,37 @@ def quantize_with_target(fp32_model: bytes, batches: list[np.ndarray], target: f
         progress(f"int8: calibrating ({method}) on {len(calibration)} images, validating on {len(validation)}")
         model = first = quantizer.quantize([])
         reached = before = agreement(model, validation, reference)
-        history, excluded = [{"excluded": 0, "agreement": before}], []
-        cap = max(1, len(quantizer.convolutions) // 4)
+        history: list[dict] = [{"fp32_tensors": 0, "excluded_nodes": 0, "agreement": before}]
+        kept: list[tuple[str, float]] = []
+        excluded: list[str] = []
+        cap = max(1, len(quantizer.convolutions) // 4)  # convolutions left in fp32, at most
         if reached < target:
-            ranking = quantizer.sensitivity(first, validation[0])[:cap]
+            ranking = quantizer.sensitivity(first, validation[0])
+            names = [tensor for tensor, _ in ranking]
+            within = [k for k in range(1, len(ranking) + 1) if quantizer.convolutions_in(names[:k]) <= cap]
+            ranking = ranking[: max(within, default=0)]
             count = 1
             while reached < target and count <= len(ranking):
-                excluded = ranking[:count]
-                progress(f"int8: agreement {reached:.2%} < {target:.2%}: {count} convolution(s) in fp32")
-                model = quantizer.quantize(excluded)
-                reached = agreement(model, validation, reference)
-                history.append({"excluded": count, "agreement": reached})
+                progress(f"int8: agreement {reached:.2%} < {target:.2%}: keeping the {count} most sensitive "
+                         "tensor(s) in fp32")  # fmt: skip
+                nodes = quantizer.nodes_for([tensor for tensor, _ in ranking[:count]])
+                candidate = quantizer.quantize(nodes)
+                tried = agreement(candidate, validation, reference)
+                history.append({"fp32_tensors": count, "excluded_nodes": len(nodes), "agreement": tried})
+                if tried >= reached + MIN_GAIN:  # keep the best model seen, and fp32 tensors only where they pay
+                    model, reached, kept, excluded = candidate, tried, ranking[:count], nodes
                 count = len(ranking) if count < len(ranking) <= count * 2 else count * 2
     speedup = median_seconds(fp32_model, validation[0]) / median_seconds(model, validation[0])
     record = {"agreement_before": before, "agreement": reached, "target": target, "met": reached >= target,
-              "excluded_nodes": excluded, "convolutions": len(quantizer.convolutions), "cap": cap, "history": history,
+              "excluded_nodes": excluded, "fp32_tensors": [{"tensor": t, "sqnr_db": round(db, 2)} for t, db in kept],
+              "fp32_convolutions": len(set(excluded) & set(quantizer.convolutions)),
+              "convolutions": len(quantizer.convolutions), "cap": cap, "history": history,
               "split": {"calibration": len(calibration), "validation": len(validation)}, "method": method,
               "speedup_vs_fp32": round(speedup, 3), "speed_input": list(validation[0].shape)}  # fmt: skip
     if reached < target and not force:
         raise VariantBelowTarget(
             f"int8 reaches {reached:.2%} argmax agreement with fp32 on {len(validation)} held-out images, below "
-            f"the {target:.2%} target, even with {len(excluded)} of {len(quantizer.convolutions)} convolutions "
-            "in fp32 (the cap); nothing written (--force writes it anyway, marked as below target)")  # fmt: skip
+            f"the {target:.2%} target, even with its most sensitive tensors in fp32 up to the cap ({cap} of its "
+            f"{len(quantizer.convolutions)} convolutions unquantized); nothing written (--force writes it anyway, "
+            "marked as below target)")  # fmt: skip
     return model, record
