@@ -96,9 +96,13 @@ class Quantizer:
             for tensor in [*node.output, *node.input]:
                 self.touching.setdefault(tensor, []).append(node.name)
 
-    def convolutions_in(self, tensors: list[str]) -> int:
-        """How many convolutions keeping ``tensors`` in fp32 leaves unquantized."""
-        return len(set(self.nodes_for(tensors)) & set(self.convolutions))
+    def within_cap(self, ranking: list[tuple[str, float]], cap: int) -> list[tuple[str, float]]:
+        """The longest head of ``ranking`` that keeps at most ``cap`` convolutions unquantized."""
+        convolutions = set(self.convolutions)
+        for count in range(1, len(ranking) + 1):
+            if len(convolutions.intersection(self.nodes_for([t for t, _ in ranking[:count]]))) > cap:
+                return ranking[: count - 1]
+        return ranking
 
     def nodes_for(self, tensors: list[str]) -> list[str]:
         """The nodes to exclude so that none of ``tensors`` is quantized.
@@ -220,10 +224,7 @@ def quantize_with_target(fp32_model: bytes, batches: list[np.ndarray], target: f
         excluded: list[str] = []
         cap = max(1, len(quantizer.convolutions) // 4)  # convolutions left in fp32, at most
         if reached < target:
-            ranking = quantizer.sensitivity(first, validation[0])
-            names = [tensor for tensor, _ in ranking]
-            within = [k for k in range(1, len(ranking) + 1) if quantizer.convolutions_in(names[:k]) <= cap]
-            ranking = ranking[: max(within, default=0)]
+            ranking = quantizer.within_cap(quantizer.sensitivity(first, validation[0]), cap)
             count = 1
             while reached < target and count <= len(ranking):
                 progress(f"int8: agreement {reached:.2%} < {target:.2%}: keeping the {count} most sensitive "
