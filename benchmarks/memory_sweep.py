@@ -21,7 +21,7 @@ def child(model: str, config: str) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from segtool.runtime.session import session_options
+    from segtool.runtime.model.session import session_options
 
     options = ort.SessionOptions() if config == "onnxruntime defaults" else session_options()
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -22,7 +22,7 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tiny import tiny_model  # noqa: E402
 
-from segtool.runtime.session import cpu_flags  # noqa: E402
+from segtool.runtime.model.session import cpu_flags  # noqa: E402
 
 SEGTOOL = str(Path(sys.executable).with_name("segtool"))
 

@@ -26,9 +26,9 @@ import httpx
 import numpy as np
 
 from segtool.runtime import JobOptions, Painter, Segmenter
-from segtool.runtime.imagefiles import decode_image
+from segtool.runtime.files.images import decode_image
 from segtool.runtime.jobs import segment_array
-from segtool.runtime.session import cpu_flags
+from segtool.runtime.model.session import cpu_flags
 
 
 def stats(seconds: list[float]) -> dict:

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
 
-from segtool.runtime.benchmark import bench_report
+from segtool.runtime.tools.benchmark import STAGES, bench_report
 
-from .console import err
-from .options import Device, JsonOut, ModelArg, parse_size
-from .reports import print_bench
+from .common import Device, JsonOut, ModelArg, err, out, parse_size, say
 
 Opt = typer.Option
 
@@ -56,3 +55,59 @@ def bench(
         print(json.dumps(report, indent=2))
     else:
         print_bench(report, model)
+
+
+def print_bench(report: dict, model: object) -> None:
+    rt, pt, mm = report.get("runtime"), report.get("pytorch"), report.get("matmul")
+    if rt:
+        say(
+            f"model {model} ({rt['precision']}, output {rt['output']}, {rt['weights']}) on {rt['provider']}, "
+            f"session created in {rt['session_create_s']:.2f} s, peak RSS {rt['peak_rss_mb']:.0f} MB"
+        )
+    for k, r in enumerate(rt["results"] if rt else []):
+        t = pt["results"][k] if pt else None
+        out.print(stage_table(r, t))
+        pre_post = r["preprocess"]["median_ms"] + r["postprocess"]["median_ms"]
+        lines = [f"images/s {r['images_per_s']:.3f}", f"pre+post {pre_post / r['total']['median_ms']:.1%} of e2e"]
+        if "gflops_per_s" in r:
+            lines.append(f"{r['gflop']:.0f} GFLOP per image, {r['gflops_per_s']:.1f} GFLOP/s achieved")
+            if mm:
+                lines.append(f"{r['gflops_per_s'] / mm['median_gflops']:.2f}x the matmul rate")
+        if t:
+            lines.append(f"end-to-end ORT/PyTorch {r['total']['median_ms'] / t['total']['median_ms']:.2f}x")
+        say("  " + "; ".join(lines))
+    for v in report.get("videos", []):
+        say(
+            f"{v['video']}: {v['frames']} frames {v['frame_size'][0]}x{v['frame_size'][1]}, inference at "
+            f"{v['inference_size'][0]}x{v['inference_size'][1]} on {v['provider']}: pure inference "
+            f"{v['pure_inference_fps']:.3f} FPS, end-to-end (decode, infer, overlay mp4) "
+            f"{v['end_to_end_fps']:.3f} FPS, ratio {v['ratio']:.3f}"
+        )
+    if mm:
+        say(
+            f"numpy fp32 matmul {mm['n']}x{mm['n']}: {mm['median_gflops']:.1f} GFLOP/s median, "
+            f"{mm['best_gflops']:.1f} best"
+        )
+
+
+def stage_table(ort_result: dict, torch_result: dict | None) -> Table:
+    table = Table(title=f"{ort_result['input']} ({ort_result['width']}x{ort_result['height']})", title_justify="left")
+    columns = ["stage", "ORT median ms", "ORT p90 ms"]
+    if torch_result:
+        columns += ["PyTorch median ms", "PyTorch p90 ms", "ORT / PyTorch"]
+    for k, column in enumerate(columns):
+        table.add_column(column, justify="left" if k == 0 else "right")
+    for stage in (*STAGES, "total"):
+        row = [stage, f"{ort_result[stage]['median_ms']:.1f}", f"{ort_result[stage]['p90_ms']:.1f}"]
+        if torch_result:
+            t = torch_result[stage]["median_ms"]
+            row += [
+                f"{t:.1f}",
+                f"{torch_result[stage]['p90_ms']:.1f}",
+                f"{ort_result[stage]['median_ms'] / t:.2f}" if t else "-",
+            ]
+        table.add_row(*row)
+    table.caption = f"cold first run {ort_result['cold_ms']:.0f} ms" + (
+        f" (PyTorch {torch_result['cold_ms']:.0f} ms)" if torch_result else ""
+    )
+    return table

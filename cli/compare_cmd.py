@@ -10,12 +10,9 @@ import typer
 from rich.progress import Progress
 
 from segtool.runtime import Segmenter, iter_images
-from segtool.runtime.comparison import compare_models
+from segtool.runtime.tools.comparison import compare_models
 
-from .console import err, error_line
-from .modelfile import open_model
-from .options import Device, JsonOut, MaxSize
-from .reports import print_compare
+from .common import Device, JsonOut, MaxSize, err, error_line, open_model, say
 
 Opt = typer.Option
 
@@ -60,3 +57,19 @@ def compare(
         error_line("no usable image or frame in --images: nothing compared")
     if problems or not result.images:
         raise typer.Exit(1)
+
+
+def print_compare(r: dict) -> None:
+    if r["max_abs_logit_diff"] is None:
+        logits = "max |logit diff| n/a (a labels-output graph or different resolutions)"
+    else:
+        logits = f"max |logit diff| {r['max_abs_logit_diff']:.4g}, mean {r['mean_abs_logit_diff']:.4g}"
+    say(
+        f"A {r['a']} ({r['a_precision']}) vs B {r['b']} ({r['b_precision']}) on {r['images']} image(s), {r['provider']}"
+    )
+    say(f"  pixel agreement {100 * r['pixel_agreement']:.3f}%, mIoU of B vs A {100 * r['miou_b_vs_a']:.2f}%, " + logits)
+    ratio = r["a_inference_ms_median"] / r["b_inference_ms_median"]
+    say(
+        f"  inference median: A {r['a_inference_ms_median']:.1f} ms, B {r['b_inference_ms_median']:.1f} ms "
+        f"(B is {ratio:.2f}x as fast as A)"
+    )

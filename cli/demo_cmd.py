@@ -12,19 +12,16 @@ from typing import Annotated, Optional
 
 import typer
 
+from segtool.export.models import MODELS
 from segtool.runtime import Segmenter, segment_image
-from segtool.runtime.imagefiles import atomic_write_bytes, encode_image, ensure_writable_dir
-from segtool.runtime.sources import IMAGE, Source
-from segtool.runtime.synthetic import street_scene
+from segtool.runtime.files.images import atomic_write_bytes, encode_image, ensure_writable_dir
+from segtool.runtime.files.sources import IMAGE, Source
+from segtool.runtime.tools.synthetic import street_scene
 
-from .console import err, format_shares, random_tag, say
-from .exporting import load_export_stage, run_export
-from .modelfile import DEFAULT_MODEL
+from .common import DEFAULT_MODEL, err, format_shares, random_tag, say
+from .export_cmd import load_export_stage, run_export
 
 MODEL = str(DEFAULT_MODEL)
-# the names of segtool.export.models.MODELS, without importing torch here
-MODEL_NAMES = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
-               "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")  # fmt: skip
 
 
 def ensure_model(model: Path, name: str, weights: str, force: bool) -> Path:
@@ -64,7 +61,7 @@ def demo(
     """Export fcn_resnet50 (pretrained if downloadable, else loudly random) and segment an image."""
     out_dir = ensure_writable_dir(out_dir)
     path = Path(model) if model.endswith(".onnx") else Path("models") / f"{model}.onnx"
-    name = path.stem.split("_random")[0] if path.stem.split("_random")[0] in MODEL_NAMES else "fcn_resnet50"
+    name = path.stem.split("_random")[0] if path.stem.split("_random")[0] in MODELS else "fcn_resnet50"
     model_file = ensure_model(path, name, weights, force)
     if image is None:
         image = out_dir / "sample.jpg"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from segtool.runtime.diagnostics import diagnose
+from segtool.runtime.tools.diagnostics import diagnose
 
-from .console import error_line, say
+from .common import error_line, say
 
 
 def doctor():

@@ -8,15 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.progress import Progress
+from rich.table import Table
 
 from segtool.runtime import Segmenter
 from segtool.runtime.errors import UsageError
-from segtool.runtime.evaluation import evaluate, voc_samples
+from segtool.runtime.tools.evaluation import evaluate, voc_samples
 
-from .console import err, error_line, out, say
-from .modelfile import open_model
-from .options import Device, JsonOut, ModelArg
-from .tables import class_iou_table
+from .common import Device, JsonOut, ModelArg, err, error_line, open_model, out, say
 
 Opt = typer.Option
 
@@ -65,3 +63,12 @@ def eval_model(
         error_line(f"{len(result.problems)} of {len(samples)} sample(s) skipped")
     if result.problems or not result.images:
         raise typer.Exit(1)
+
+
+def class_iou_table(per_class: dict[str, float | None], protocol: str) -> Table:
+    table = Table(title=f"per-class IoU ({protocol}, label 255 ignored)", title_justify="left")
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    for name, value in per_class.items():
+        table.add_row(name, "-" if value is None else f"{100 * value:.1f}")
+    return table

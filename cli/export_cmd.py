@@ -1,36 +1,172 @@
-"""`segtool export`: torchvision model -> verified ONNX file (needs the [export] extra)."""
+"""`segtool export`: torchvision model -> verified ONNX file (needs the [export] extra).
+
+Its flags (defaults live in ``segtool.export.config.ExportConfig``), each stage shown as it
+starts, then the parity and variant tables; ``run_export`` is shared with `segtool demo`."""
 
 from __future__ import annotations
 
-from segtool.runtime.errors import UsageError
+import time
+from pathlib import Path
+from typing import Annotated, Optional
 
-from . import export_options as o
-from .console import err
-from .exporting import run_export
+import typer
+from rich.table import Table
+
+from segtool.runtime.errors import ParityError, UsageError
+
+from .common import err, out, say
+
+Opt = typer.Option
+
+
+Output = Annotated[Optional[Path], Opt("--output", "-o", help="The .onnx file to write (default: "
+                                       "models/<model>[_random][_labels][_int8|_fp16].onnx).")]  # fmt: skip
+
+
+Model = Annotated[str, Opt(help="torchvision segmentation model (see `segtool models`).")]
+
+
+Weights = Annotated[str, Opt(help="DEFAULT (torchvision download), a weights enum name, a local checkpoint path, "
+                             "or 'random' (tests/benchmarks only).")]  # fmt: skip
+
+
+Seed = Annotated[int, Opt(help="Seed for --weights random.")]
+
+
+Verify = Annotated[bool, Opt("--verify/--no-verify", help="Run the PyTorch-vs-ONNX parity gate.")]
+
+
+Atol = Annotated[Optional[float], Opt(help="Gate: absolute tolerance in units of the output's scale [1e-4].")]
+
+
+Rtol = Annotated[Optional[float], Opt(help="Gate: relative tolerance, elementwise [1e-3].")]
+
+
+MinAgreement = Annotated[Optional[float], Opt(help="Gate: smallest argmax agreement, 0..1 [0.999].")]
+
+
+LabelsOutput = Annotated[bool, Opt("--labels-output", help="ArgMax in the graph: uint8 labels out.")]
+
+
+Int8 = Annotated[bool, Opt("--int8", help="Static int8 quantization (QDQ) for the CPU provider.")]
+
+
+Fp16 = Annotated[bool, Opt("--fp16", help="fp16 weights/compute for GPU providers (fp32 I/O kept).")]
+
+
+Calibration = Annotated[Optional[Path], Opt(help="--int8: folder of images, or a video (default: generated).")]
+
+
+CalibrationCount = Annotated[int, Opt(min=2, help="--int8: images (or frames) to calibrate and validate on.")]
+
+
+Method = Annotated[Optional[str], Opt("--calibration-method", help="--int8: minmax, percentile or entropy.")]
+
+
+VariantTarget = Annotated[Optional[float], Opt("--int8-min-agreement", "--variant-min-agreement",
+                                               help="int8/fp16: smallest argmax agreement with fp32 on the "
+                                               "held-out images [int8 0.99, fp16 0.995].")]  # fmt: skip
+
+
+Force = Annotated[bool, Opt("--force", help="Write a variant below its agreement target (marked so).")]
+
+
+def gate_overrides(**values: float | None) -> dict:
+    """Only the flags the user gave; ExportConfig keeps its defaults for the rest."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def load_export_stage():
+    """Import the torch side lazily, so the runtime-only install can still run every other command."""
+    try:
+        from segtool.export import config, pipeline
+    except ImportError as exc:
+        raise UsageError(
+            f"`segtool export` needs PyTorch and ONNX ({exc.name or 'torch'} is not installed): "
+            "pip install 'segtool[export]'"
+        ) from None
+    return config, pipeline
+
+
+def run_export(output: Path | None, **settings):
+    config_module, pipeline = load_export_stage()
+    config = config_module.ExportConfig(**settings)
+    started = time.perf_counter()
+
+    def progress(stage: str) -> None:
+        say(f"export: {stage} ({time.perf_counter() - started:.1f} s)", to_stderr=True)
+
+    try:
+        result = pipeline.export_model(output, config, progress)
+    except ParityError as exc:
+        if exc.rows:  # the fp32 gate's table (a variant below its target carries none)
+            out.print(parity_table(exc.rows, config.gate))
+        raise
+    if result.parity:
+        out.print(parity_table(result.parity, config.gate))
+    if "variant" in result.meta.extra:
+        v = result.meta.extra["variant"]
+        out.print(variant_table(v))
+        kept = (f"; {len(v['fp32_tensors'])} tensor(s) kept in fp32 ({len(v['excluded_nodes'])} nodes unquantized)"
+                if v.get("fp32_tensors") else "")  # fmt: skip
+        speed = f"; {v['speedup_vs_fp32']:.2f}x fp32's speed here" if "speedup_vs_fp32" in v else ""
+        say(f"{v['precision']} agreement {v['agreement']:.2%} with fp32 on held-out images (target {v['target']:.2%}, "
+            f"{'met' if v['met'] else 'NOT met'}){kept}{speed}")  # fmt: skip
+    size = result.path.stat().st_size / 1e6
+    say(
+        f"wrote {result.path} ({size:.1f} MB, {result.meta.model}, {result.meta.weights_label}, "
+        f"output {result.meta.output}) in {time.perf_counter() - started:.0f} s"
+    )
+    return result
+
+
+def parity_table(rows, gate) -> Table:
+    table = Table(title="parity: PyTorch vs ONNX Runtime (CPU)", title_justify="left")
+    for column in ("input shape", "max |logit|", "max |logit diff|", "gate ratio", "argmax agreement", "gate"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        labels = row.max_abs_diff is None
+        table.add_row("x".join(map(str, row.shape)), "n/a" if labels else f"{row.scale:.3g}",
+                      "n/a (labels)" if labels else f"{row.max_abs_diff:.2e}",
+                      "n/a" if labels else f"{row.ratio:.3f}", f"{row.agreement:.4%}",
+                      "pass" if row.passes(gate) else "FAIL")  # fmt: skip
+    table.caption = f"gate: {gate.describe()} (ratio <= 1 passes)"
+    return table
+
+
+def variant_table(record: dict) -> Table:
+    table = Table(title=f"{record['precision']} variant vs fp32 (ONNX Runtime CPU)", title_justify="left")
+    for column in ("input shape", "max |logit diff|", "argmax agreement"):
+        table.add_column(column, justify="right")
+    for row in record["vs_fp32"]:
+        diff = "n/a (labels)" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.3g}"
+        table.add_row("x".join(map(str, row["shape"])), diff, f"{row['agreement']:.4%}")
+    table.caption = record.get("calibration", record["method"])
+    return table
 
 
 def export(
-    output: o.Output = None,
-    model: o.Model = "fcn_resnet50",
-    weights: o.Weights = "DEFAULT",
-    seed: o.Seed = 0,
-    verify: o.Verify = True,
-    atol: o.Atol = None,
-    rtol: o.Rtol = None,
-    min_agreement: o.MinAgreement = None,
-    labels_output: o.LabelsOutput = False,
-    int8: o.Int8 = False,
-    fp16: o.Fp16 = False,
-    calibration: o.Calibration = None,
-    calibration_count: o.CalibrationCount = 16,
-    calibration_method: o.Method = None,
-    variant_min_agreement: o.VariantTarget = None,
-    force: o.Force = False,
+    output: Output = None,
+    model: Model = "fcn_resnet50",
+    weights: Weights = "DEFAULT",
+    seed: Seed = 0,
+    verify: Verify = True,
+    atol: Atol = None,
+    rtol: Rtol = None,
+    min_agreement: MinAgreement = None,
+    labels_output: LabelsOutput = False,
+    int8: Int8 = False,
+    fp16: Fp16 = False,
+    calibration: Calibration = None,
+    calibration_count: CalibrationCount = 16,
+    calibration_method: Method = None,
+    variant_min_agreement: VariantTarget = None,
+    force: Force = False,
 ):
     """Export a torchvision segmentation model to ONNX with dynamic batch, height and width."""
     if int8 and fp16:
         raise UsageError("--int8 and --fp16 are separate variants: pick one")
-    settings = o.gate_overrides(atol=atol, rtol=rtol, min_agreement=min_agreement,
+    settings = gate_overrides(atol=atol, rtol=rtol, min_agreement=min_agreement,
                                 variant_min_agreement=variant_min_agreement)  # fmt: skip
     if calibration_method:
         settings["calibration_method"] = calibration_method

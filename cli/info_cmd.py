@@ -8,11 +8,9 @@ from typing import Annotated
 
 import typer
 
-from segtool.runtime.describe import describe
+from segtool.runtime.tools.describe import describe
 
-from .console import error_line, say
-from .modelfile import open_model
-from .options import Device, JsonOut
+from .common import Device, JsonOut, error_line, open_model, say
 
 
 def dims_text(shape) -> str:

@@ -1,28 +1,76 @@
-"""The `segtool` entry point: runs the typer app and turns errors into one line and an exit code.
+"""The `segtool` entry point: the typer app (every subcommand, `--version`, `-h`), and errors
+turned into one line and an exit code.
 
 Errors are typed (``segtool.runtime.errors``); ``EXIT_CODES`` maps each class to an exit code.
 SIGTERM is raised as ``Terminated`` (a KeyboardInterrupt), so every cleanup path of Ctrl-C runs
-for it too. Only bugs keep a traceback.
-"""
+for it too. Only bugs keep a traceback."""
 
 from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
+from importlib import metadata
+from typing import Annotated, Any
 
 import typer
 from typer.exceptions import TyperException
 
 from segtool.runtime import errors as E
 
-from .app import app
-from .console import error_line, install_log_handler
+from . import (
+    bench_cmd,
+    compare_cmd,
+    demo_cmd,
+    doctor_cmd,
+    eval_cmd,
+    export_cmd,
+    info_cmd,
+    models_cmd,
+    run_cmd,
+    serve_cmd,
+    triton_cmd,
+)
+from .common import INTERRUPTED, error_line, install_log_handler
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Export torchvision segmentation models to ONNX and run them without PyTorch.",
+)  # fmt: skip
+
+
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "export": export_cmd.export, "run": run_cmd.run, "info": info_cmd.info, "demo": demo_cmd.demo,
+    "bench": bench_cmd.bench, "doctor": doctor_cmd.doctor, "eval": eval_cmd.eval_model,
+    "compare": compare_cmd.compare, "serve": serve_cmd.serve, "triton": triton_cmd.triton,
+    "models": models_cmd.models,
+}  # fmt: skip
+
+
+for name, command in COMMANDS.items():
+    app.command(name)(command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"segtool {metadata.version('segtool')}")
+        raise typer.Exit()
+
+
+VersionFlag = Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")]
+
+
+@app.callback()
+def _root(version: VersionFlag = False) -> None:
+    """Export torchvision segmentation models to ONNX and run them without PyTorch."""
+
 
 __all__ = ["EXIT_CODES", "app", "exit_code", "main"]
 
+
 # The first class an error is an instance of gives its exit code.
 EXIT_CODES = {E.UsageError: 2, E.InputError: 1, E.OutputError: 2, E.ModelError: 2, E.ParityError: 1}
-INTERRUPTED = {E.Terminated: 143, KeyboardInterrupt: 130}
 
 
 def exit_code(exc: E.SegtoolError) -> int:
@@ -50,7 +98,7 @@ def main() -> None:
         sys.exit(exit_code(exc))
     except KeyboardInterrupt as exc:
         error_line("interrupted" + (" (SIGTERM)" if isinstance(exc, E.Terminated) else ""))
-        sys.exit(INTERRUPTED.get(type(exc), 130))
+        sys.exit(INTERRUPTED[E.interrupt_name(exc)])
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -6,9 +6,8 @@ import json
 
 from rich.table import Table
 
-from .console import err, out
-from .exporting import load_export_stage
-from .options import JsonOut
+from .common import JsonOut, err, out
+from .export_cmd import load_export_stage
 
 
 def models(json_out: JsonOut = False):

@@ -1,58 +1,250 @@
 """`segtool run`: images, folders, globs, videos, streams and cameras in; label PNGs, masks, overlays
-and videos out. Flags become ``JobOptions``; the job layer does the work."""
+and videos out. Its flags, how they become ``JobOptions``, how a run is shown as it happens
+(progress, one line per input, the summary), and the ``--ray`` branch. The job layer does the work."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import Annotated, Optional
 
+import cv2
 import typer
+from rich import progress as p
 
-from segtool.runtime import Segmenter, expand, run_sources
+from segtool.runtime import JobOptions, Segmenter, expand, run_sources
 from segtool.runtime.errors import UsageError
-from segtool.runtime.imagefiles import DEFAULT_MAX_PIXELS, ensure_writable_dir
-from segtool.runtime.outputs import Painter
+from segtool.runtime.files.images import DEFAULT_MAX_PIXELS, ensure_writable_dir
+from segtool.runtime.files.pictures import IMAGE_KINDS, Painter
+from segtool.runtime.files.sources import BAD, IMAGE, Discovery, Source
+from segtool.runtime.jobs import Report, Result, RunEvents, outputs_complete
+from segtool.scale.ray_batch import MANIFEST, connect, run_ray  # imports Ray only when called
 
-from . import run_options as o
-from .console import gui_available, random_tag
-from .modelfile import DEFAULT_MODEL, open_model
-from .options import Device, JsonOut, MaxSize, OutDir
-from .run_events import ConsoleEvents
-from .run_ray import run_on_ray
+from .common import (
+    DEFAULT_MODEL,
+    INTERRUPTED,
+    Device,
+    JsonOut,
+    MaxSize,
+    OutDir,
+    error_line,
+    format_shares,
+    gui_available,
+    open_model,
+    parse_kinds,
+    parse_size,
+    progress_bar,
+    random_tag,
+    say,
+)
 
-INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
+Opt = typer.Option
+
+
+SAVE_HELP = "Comma list of labels,mask,overlay,side-by-side (default: images labels,mask,overlay; videos overlay)."
+
+
+Sources = Annotated[Optional[list[str]], typer.Argument(help="Images, folders, globs, videos or stream URLs.")]
+
+
+Cameras = Annotated[Optional[list[int]], Opt("--camera", help="Camera index to read (repeatable).")]
+
+
+Recursive = Annotated[bool, Opt("--recursive", "-r", help="Look into sub-folders of folders.")]
+
+
+Model = Annotated[Path, Opt("--model", "-m", help="Exported .onnx model.")]
+
+
+Alpha = Annotated[float, Opt(min=0.0, max=1.0, help="Mask weight in the overlay.")]
+
+
+Size = Annotated[Optional[str], Opt(help="Infer at exactly WIDTHxHEIGHT (e.g. 640x360).")]
+
+
+Save = Annotated[Optional[str], Opt(help=SAVE_HELP)]
+
+
+Frames = Annotated[bool, Opt("--frames", help="Videos: also write a label PNG per frame.")]
+
+
+Batch = Annotated[int, Opt(min=1, help="Videos: frames per inference call.")]
+
+
+MaxFrames = Annotated[Optional[int], Opt("--max-frames", min=1, help="Videos: stop after N frames.")]
+
+
+Show = Annotated[bool, Opt("--show", help="Show video overlays in a window (needs an OpenCV GUI build).")]
+
+
+Cache = Annotated[bool, Opt("--cache", help="CPU: keep the optimized graph beside the model.")]
+
+
+MaxPixels = Annotated[int, Opt("--max-pixels", min=0, help="Refuse images above N pixels, from the header (0: off).")]
+
+
+Tile = Annotated[
+    Optional[int], Opt("--tile", min=64, help="Infer in overlapping NxN windows (default: only if needed).")
+]
+
+
+Ray = Annotated[Optional[str], Opt("--ray", help="Run on Ray: local, auto (ray start), or ray://host:port.")]
+
+
+Actors = Annotated[int, Opt("--num-actors", min=1, help="--ray: model actors.")]
+
+
+ActorThreads = Annotated[int, Opt("--actor-threads", min=1, help="--ray: intra-op threads per actor.")]
+
+
+ActorGpus = Annotated[float, Opt("--gpus-per-actor", min=0.0, help="--ray: GPUs per actor (GPU clusters).")]
+
+
+SkipExisting = Annotated[bool, Opt("--skip-existing", help="Skip inputs whose outputs are all there (resume).")]
+
+
+Quiet = Annotated[bool, Opt("--quiet", "-q", help="No progress bars or per-input lines.")]
+
+
+def job_options(save: str | None, frames: bool, max_size: int | None, size: str | None, batch: int,
+                max_frames: int | None, alpha: float, max_pixels: int, tile: int | None) -> JobOptions:  # fmt: skip
+    """--save lists what to write for images and videos; --frames adds per-frame label PNGs to videos."""
+    kinds = parse_kinds(save, IMAGE_KINDS, "--save") if save else None
+    target = parse_size(size)
+    if target and max_pixels and target[0] * target[1] > max_pixels:
+        raise UsageError(f"--size {size} is {target[0] * target[1] / 1e6:g} MP, over --max-pixels {max_pixels}")
+    video_kinds = kinds or JobOptions.video_kinds
+    if frames and "labels" not in video_kinds:
+        video_kinds = (*video_kinds, "labels")
+    return JobOptions(image_kinds=kinds or JobOptions.image_kinds, video_kinds=video_kinds, max_size=max_size,
+                      size=target, batch=batch, max_frames=max_frames, alpha=alpha,
+                      max_pixels=max_pixels or None, tile=tile)  # fmt: skip
+
+
+WINDOW = "segtool"
+
+
+class ConsoleEvents(RunEvents):
+    def __init__(self, tag: str, quiet: bool, to_stderr: bool, painter: Painter | None = None):
+        self.tag, self.quiet, self.to_stderr, self.painter = tag, quiet, to_stderr, painter  # painter: --show
+        self.progress = progress_bar(disable=quiet or to_stderr)
+        self.images_task: p.TaskID | None = None
+        self.video_task = p.TaskID(0)
+
+    def started(self, discovery: Discovery) -> None:
+        images = sum(item.kind in (IMAGE, BAD) for item in discovery.items)
+        self.progress.start()
+        if images > 1:
+            self.images_task = self.progress.add_task("images", total=images, rate="")
+
+    def video_started(self, source: Source) -> None:
+        self.video_task = self.progress.add_task(str(source), total=None, rate="")
+
+    def frame(self, source, done, total, image, labels) -> None:
+        elapsed = self.progress.tasks[-1].elapsed or 0.0
+        self.progress.update(
+            self.video_task, completed=done, total=total, rate=f"{done / elapsed:.2f} FPS" if elapsed else ""
+        )
+        if self.painter:
+            cv2.imshow(WINDOW, self.painter.compose(image, labels, ("overlay",))["overlay"])
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                raise KeyboardInterrupt
+
+    def _advance(self, source: Source) -> None:
+        if self.images_task is not None and source.kind in (IMAGE, BAD):
+            self.progress.advance(self.images_task)
+
+    def finished(self, source: Source, result: Result | None) -> None:
+        self._advance(source)
+        if self.quiet or result is None:  # None: outputs already there (--skip-existing)
+            return
+        if result.kind == "video":  # FPS only for video
+            timing = f"{result.frames} frames in {result.seconds:.1f} s, {result.fps:.2f} FPS"
+        else:
+            timing = f"{result.seconds:.2f} s" + (f", tiled {result.tiled}px" if result.tiled else "")
+        written = ", ".join(result.outputs.values())
+        say(f"{result.input}: {format_shares(result.classes)}{self.tag} | {timing} -> {written}", self.to_stderr)
+
+    def failed(self, source: Source, message: str) -> None:
+        self._advance(source)
+        if not self.quiet:
+            error_line(message)
+
+
+def summarize(report: Report, where: str, tag: str, quiet: bool, to_stderr: bool) -> None:
+    """The closing lines of every run, plain or on Ray: counts, time, rate, then the failures."""
+    if not quiet:
+        rate = f", {report.frames / report.seconds:.2f} FPS" if report.seconds and any(
+            r.kind == "video" for r in report.results) else ""  # fmt: skip
+        extra = f", {len(report.skipped)} non-media file(s) skipped" if report.skipped else ""
+        extra += f", {len(report.existing)} already done" if report.existing else ""
+        head = f"interrupted ({report.interrupted}): " if report.interrupted else ""
+        say(f"{head}{report.inputs} input(s): {report.ok} ok, {len(report.failures)} failed{extra} "
+            f"in {report.seconds:.1f} s{rate} on {where}{tag}", to_stderr)  # fmt: skip
+    if report.failures:
+        error_line(f"{len(report.failures)} of {report.inputs} input(s) failed: "
+                   + ", ".join(f["input"] for f in report.failures))  # fmt: skip
+
+
+def run_on_ray(model: Path, discovery: Discovery, out_dir: Path, options: JobOptions, address: str, device: str,
+               actors: int, threads: int, gpus: float, skip_existing: bool, quiet: bool) -> Report:  # fmt: skip
+    """The same job on a Ray cluster, with one progress bar on the driver; failures are printed as
+    the manifest rows come back."""
+    missing = next((name for name in ("ray", "pyarrow") if importlib.util.find_spec(name) is None), None)
+    if missing:
+        raise UsageError(f"--ray needs {missing}: pip install 'segtool[ray]'")
+    todo = [s for s in discovery.items if not (skip_existing and outputs_complete(s, out_dir, options))]
+    connect(address)
+    with progress_bar(disable=quiet) as bar:
+        task = bar.add_task(f"ray {address}", total=len(todo), rate="")
+        failed = 0
+
+        def on_row(row: dict) -> None:
+            nonlocal failed
+            failed += bool(row["error"])
+            elapsed = bar.tasks[0].elapsed or 0.0
+            done = bar.tasks[0].completed + 1
+            bar.update(task, advance=1, rate=f"{failed} failed, {done / elapsed:.2f}/s" if elapsed else "")
+            if row["error"] and not quiet:
+                error_line(row["error"])
+
+        report = run_ray(model, todo, out_dir, options, device, actors, threads, gpus, on_row)
+    report.inputs, report.skipped = len(discovery.items), list(discovery.skipped)
+    report.existing = [str(s) for s in discovery.items if s not in todo]
+    return report
 
 
 def run(
-    sources: o.Sources = None,
-    camera: o.Cameras = None,
-    recursive: o.Recursive = False,
-    model: o.Model = DEFAULT_MODEL,
+    sources: Sources = None,
+    camera: Cameras = None,
+    recursive: Recursive = False,
+    model: Model = DEFAULT_MODEL,
     out_dir: OutDir = Path("segtool-out"),
     device: Device = "auto",
-    alpha: o.Alpha = 0.5,
+    alpha: Alpha = 0.5,
     max_size: MaxSize = None,
-    size: o.Size = None,
-    save: o.Save = None,
-    frames: o.Frames = False,
-    batch: o.Batch = 1,
-    max_frames: o.MaxFrames = None,
-    show: o.Show = False,
-    cache: o.Cache = False,
-    max_pixels: o.MaxPixels = DEFAULT_MAX_PIXELS,
-    tile: o.Tile = None,
-    ray: o.Ray = None,
-    num_actors: o.Actors = 2,
-    actor_threads: o.ActorThreads = 1,
-    gpus_per_actor: o.ActorGpus = 0.0,
-    skip_existing: o.SkipExisting = False,
-    quiet: o.Quiet = False,
+    size: Size = None,
+    save: Save = None,
+    frames: Frames = False,
+    batch: Batch = 1,
+    max_frames: MaxFrames = None,
+    show: Show = False,
+    cache: Cache = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    tile: Tile = None,
+    ray: Ray = None,
+    num_actors: Actors = 2,
+    actor_threads: ActorThreads = 1,
+    gpus_per_actor: ActorGpus = 0.0,
+    skip_existing: SkipExisting = False,
+    quiet: Quiet = False,
     json_out: JsonOut = False,
 ):
     """Segment images, folders, globs, videos, streams and cameras."""
     if not sources and not camera:
         raise UsageError("nothing to segment: give images, folders, globs, videos, URLs or --camera N")
-    options = o.job_options(save, frames, max_size, size, batch, max_frames, alpha, max_pixels, tile)
+    options = job_options(save, frames, max_size, size, batch, max_frames, alpha, max_pixels, tile)
     if show and not gui_available():
         raise UsageError("--show needs OpenCV with GUI support (opencv-python, not -headless) and a display")
     seg = open_model(Segmenter, model, device=device, cache=cache)
@@ -60,16 +252,22 @@ def run(
     discovery = expand(sources or [], recursive, camera, exclude=out_dir)
     if not discovery.items:
         raise UsageError(f"no image or video found ({len(discovery.skipped)} other file(s) skipped)")
+    tag = random_tag(seg.meta.random_weights)
+    identity = {"model": str(seg.path), "provider": seg.provider, "weights": seg.meta.weights_label,
+                "random_weights": seg.meta.random_weights}  # fmt: skip
     if ray:
-        args = (ray, device, num_actors, actor_threads, gpus_per_actor, skip_existing, quiet, json_out)
-        return run_on_ray(model, discovery, out_dir, options, *args)
-    painter = Painter(seg.meta, alpha) if show else None
-    events = ConsoleEvents(random_tag(seg.meta.random_weights), quiet, json_out, painter)
-    report = run_sources(seg, discovery, out_dir, options, events, skip_existing)
-    events.summary(report, seg.provider)
+        args = (ray, device, num_actors, actor_threads, gpus_per_actor, skip_existing, quiet or json_out)
+        report = run_on_ray(model, discovery, out_dir, options, *args)
+        where = f"Ray ({ray}, {num_actors} actor(s) x {actor_threads} thread(s)) -> {out_dir / MANIFEST}"
+        identity["manifest"] = str(out_dir / MANIFEST)
+    else:
+        events = ConsoleEvents(tag, quiet, json_out, Painter(seg.meta, alpha) if show else None)
+        report = run_sources(seg, discovery, out_dir, options, events, skip_existing)
+        events.progress.stop()
+        where = seg.provider
+    summarize(report, where, tag, quiet, to_stderr=json_out)
     if json_out:
-        identity = {"model": str(seg.path), "provider": seg.provider, "weights": seg.meta.weights_label}
-        print(json.dumps(report.as_dict() | identity | {"random_weights": seg.meta.random_weights}, indent=2))
+        print(json.dumps(report.as_dict() | identity, indent=2))
     if report.interrupted:
         raise typer.Exit(INTERRUPTED[report.interrupted])
     if report.failures:

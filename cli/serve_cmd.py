@@ -11,9 +11,7 @@ import typer
 from segtool.runtime import Segmenter
 from segtool.runtime.errors import UsageError
 
-from .console import say
-from .modelfile import open_model
-from .options import Device
+from .common import Device, open_model, say
 
 Opt = typer.Option
 

@@ -9,8 +9,7 @@ import typer
 
 from segtool.scale.triton import TritonOptions, write_repository
 
-from .console import say
-from .modelfile import open_model
+from .common import open_model, say
 
 Opt = typer.Option
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segtool.runtime.voc import voc_colormap
+from segtool.runtime.model.voc import voc_colormap
 
 from .models import get_spec
 from .parity import sample_batch

@@ -1,18 +1,22 @@
 """The torchvision segmentation models segtool exports: one table entry each, all with the 21 VOC
 classes and torchvision's weights API (``COCO_WITH_VOC_LABELS_V1``). Each entry knows its builder,
 its weights enum, and whether it has the training-only auxiliary head that export leaves out.
+
+This table is the single source of model names; it imports torch only when a model is built, so
+the CLI can read the names without the [export] extra.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-
-import torch
-import torchvision.models.segmentation as tv_seg
+from typing import TYPE_CHECKING
 
 from segtool.runtime.errors import UsageError
-from segtool.runtime.voc import VOC_CLASSES
+from segtool.runtime.model.voc import VOC_CLASSES
+
+if TYPE_CHECKING:
+    import torch
 
 PUBLISHED = "COCO-val2017-VOC-labels"  # the data set torchvision's published metrics are measured on
 
@@ -26,11 +30,15 @@ class ModelSpec:
     classes: tuple[str, ...] = VOC_CLASSES
 
     def weights(self, member: str | None = None):
+        import torchvision.models.segmentation as tv_seg
+
         enum = getattr(tv_seg, self.weights_enum)
         return enum[member or self.default_weights]
 
     def build(self) -> torch.nn.Module:
         """The architecture without weights and without the auxiliary (training-only) head."""
+        import torchvision.models.segmentation as tv_seg
+
         builder = getattr(tv_seg, self.name)
         extra = {"aux_loss": False} if self.has_aux else {}
         return builder(weights=None, weights_backbone=None, num_classes=len(self.classes), **extra).eval()

@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from segtool.runtime.agreement import compare_outputs
-from segtool.runtime.synthetic import smooth_image
+from segtool.runtime.tools.agreement import compare_outputs
+from segtool.runtime.tools.synthetic import smooth_image
 
 from .graph import INPUT_NAME, SegmentationGraph
 

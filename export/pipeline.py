@@ -17,9 +17,9 @@ import torch
 import torchvision
 
 from segtool.runtime.errors import ParityError, UsageError
-from segtool.runtime.imagefiles import atomic_write_bytes, ensure_writable_dir
-from segtool.runtime.metadata import OUTPUT_LABELS, OUTPUT_LOGITS, ModelMetadata
-from segtool.runtime.voc import voc_colormap
+from segtool.runtime.files.images import atomic_write_bytes, ensure_writable_dir
+from segtool.runtime.model.metadata import OUTPUT_LABELS, OUTPUT_LOGITS, ModelMetadata
+from segtool.runtime.model.voc import voc_colormap
 
 from . import parity
 from .config import DEFAULT_MODEL, ExportConfig

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from segtool.runtime.benchmark import peak_rss_mb, time_stages
+from segtool.runtime.tools.benchmark import peak_rss_mb, time_stages
 
 from .pipeline import MEAN, STD, build_graph
 

@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from segtool.runtime.errors import UsageError
 from segtool.runtime.jobs import iter_images
-from segtool.runtime.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
+from segtool.runtime.model.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
 
 from .config import ExportConfig
 from .graph import INPUT_NAME

@@ -1,7 +1,7 @@
 """segtool's runtime: exported ONNX models -> labels and pictures, with numpy, ONNX Runtime,
 OpenCV and Pillow only (no torch, torchvision or onnx import anywhere under this package)."""
 
-from .errors import (
+from segtool.runtime.errors import (
     DeviceError,
     InputError,
     ModelError,
@@ -11,14 +11,14 @@ from .errors import (
     UsageError,
     WeightsError,
 )
-from .imagefiles import atomic_write_bytes, read_image
-from .jobs import JobOptions, iter_images, run_sources, segment_image, segment_video
-from .metadata import ModelMetadata
-from .outputs import Painter
-from .segmenter import Segmenter
-from .sources import expand
-from .visualize import blend, class_shares, colorize
-from .voc import VOC_CLASSES, voc_colormap
+from segtool.runtime.files.colors import blend, class_shares, colorize
+from segtool.runtime.files.images import atomic_write_bytes, read_image
+from segtool.runtime.files.pictures import Painter
+from segtool.runtime.files.sources import expand
+from segtool.runtime.jobs import JobOptions, iter_images, run_sources, segment_image, segment_video
+from segtool.runtime.model.metadata import ModelMetadata
+from segtool.runtime.model.segmenter import Segmenter
+from segtool.runtime.model.voc import VOC_CLASSES, voc_colormap
 
 __all__ = [
     "Segmenter",

@@ -46,3 +46,8 @@ class ParityError(SegtoolError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every cleanup path for an interrupt runs for it too."""
+
+
+def interrupt_name(exc: KeyboardInterrupt) -> str:
+    """ "SIGTERM" for ``Terminated``, "SIGINT" for Ctrl-C."""
+    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"

@@ -1,35 +1,40 @@
 """The job layer: every command, the HTTP server and the Ray batch run segmentation through here.
 
-- ``segment_image`` / ``segment_video``: one input in, its pictures written, a result record out.
-- ``run_sources``: many discovered inputs; a bad one is reported and the run goes on.
+- ``process``: the one entry for one input (a discovered source, request bytes, or a decoded
+  image): segmented, pictures composed, written or kept in memory; a ``Result`` out.
+  ``segment_image``/``segment_video`` are its two halves; ``infer`` is the inference step alone.
+- ``run_sources``: many discovered inputs; a bad one is reported and the run goes on (``Report``).
 - ``iter_images``: images and video frames for ``compare``, ``eval``-style loops and int8
   calibration, skipping (and reporting) the ones that cannot be read.
 
-Results are dataclasses with ``as_dict()`` for JSON, holding plain Python numbers.
+``Result`` and ``Report`` have ``as_dict()`` for JSON (plain Python numbers); ``Result.row()`` is the
+Ray manifest's row, so a plain run and a Ray run report the same records.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from .errors import InputError, SegtoolError, Terminated
-from .imagefiles import DEFAULT_MAX_PIXELS, decode_image, decoded_size, read_bytes, read_image
-from .memory import auto_tile
-from .outputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Painter, output_paths, save_pictures
-from .postprocess import resize_labels
-from .prefetch import Drain
-from .preprocess import inference_size
-from .segmenter import Segmenter, Size
-from .sources import BAD, IMAGE, Discovery, Source, expand
-from .video import VideoSink, VideoSource
-from .visualize import class_counts, shares_from_counts
+from segtool.runtime.errors import InputError, SegtoolError, UsageError, interrupt_name
+from segtool.runtime.files.colors import class_counts, shares_from_counts
+from segtool.runtime.files.images import DEFAULT_MAX_PIXELS, decode_image, decoded_size, read_bytes, read_image
+from segtool.runtime.files.pictures import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Painter, output_paths, save_pictures
+from segtool.runtime.files.sources import BAD, IMAGE, Discovery, Source, expand
+from segtool.runtime.files.video import VideoSink, VideoSource
+from segtool.runtime.model.memory import auto_tile
+from segtool.runtime.model.postprocess import resize_labels
+from segtool.runtime.model.prefetch import Drain
+from segtool.runtime.model.preprocess import inference_size
+from segtool.runtime.model.runner import Runner, Size
 
 #: called after each video frame: (frames done, total if known, BGR frame, labels)
 FrameCallback = Callable[[int, "int | None", np.ndarray, np.ndarray], None]
@@ -47,56 +52,79 @@ class JobOptions:
     max_frames: int | None = None
     alpha: float = 0.5
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # refuse larger images from their header (0/None: off)
-    tile: int | None = None  # infer in overlapping tile x tile windows (segtool.runtime.tiling)
+    tile: int | None = None  # infer in overlapping tile x tile windows (segtool.runtime.model.tiling)
     auto_tile: bool = True  # without ``tile``: tile when whole-image inference would not fit in memory
 
 
-@dataclass
-class ImageResult:
-    input: str
-    height: int
-    width: int
-    seconds: float
-    classes: dict[str, float]
-    outputs: dict[str, str]
-    tiled: int | None = None  # tile size when segmented window by window
-    kind: str = "image"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+Kind = Literal["image", "video"]
 
 
 @dataclass
-class VideoResult:
+class Result:
+    """One input, done or failed: an image (``frames`` 1) or a video/stream. The same record for
+    `segtool run`, its ``--json``, the Ray manifest (``row()``) and the server (``labels``/``pictures``)."""
+
     input: str
-    frames: int
-    fps_in: float
-    width: int
-    height: int
-    seconds: float
-    classes: dict[str, float]
-    outputs: dict[str, str]
+    kind: Kind
+    width: int = 0
+    height: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    classes: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # kind -> path written
+    tiled: int | None = None  # tile size when an image was segmented window by window
+    fps_in: float = 0.0  # videos: the source's frame rate
     interrupted: str = ""  # "", "SIGINT" or "SIGTERM"
-    error: str = ""  # frames were written, but the video stopped decoding early
-    kind: str = "video"
+    error: str = ""  # why the input failed, or why a video stopped decoding early (frames were written)
+    labels: np.ndarray | None = field(default=None, repr=False)  # in memory only (images, no out_dir)
+    pictures: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # likewise
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
     def as_dict(self) -> dict:
-        return asdict(self) | {"fps": round(self.fps, 3)}
+        fields = ("input", "kind", "width", "height", "frames", "seconds", "classes", "outputs", "tiled", "error")
+        record = {name: getattr(self, name) for name in fields}
+        if self.kind != "image":
+            record |= {"fps_in": self.fps_in, "fps": round(self.fps, 3), "interrupted": self.interrupted}
+        return record
+
+    def row(self) -> dict:
+        """The manifest row: nested values as JSON text, no error as None."""
+        return {"source": self.input, "kind": self.kind, "outputs": json.dumps(self.outputs), "width": self.width,
+                "height": self.height, "frames": self.frames, "classes": json.dumps(self.classes),
+                "seconds": self.seconds, "error": self.error or None}  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: dict) -> Result:
+        return cls(str(row["source"]), row["kind"], int(row["width"]), int(row["height"]), int(row["frames"]),
+                   float(row["seconds"]), json.loads(row["classes"] or "{}"), json.loads(row["outputs"] or "{}"),
+                   error=row["error"] or "")  # fmt: skip
 
 
 @dataclass
-class Segmented:
-    """One image segmented in memory: its labels, the pictures asked for, class shares, time taken."""
+class Decoded:
+    """An image read and decoded (possibly at reduced size), with the full size its labels are written at."""
+
+    image: np.ndarray
+    full: tuple[int, int]  # (height, width)
+    name: str
+    stem: str = "image"
+
+
+@dataclass
+class Inference:
+    """Labels of one image at its own size, and the raw model output when it ran whole (not tiled)."""
 
     labels: np.ndarray
-    pictures: dict[str, np.ndarray]
-    classes: dict[str, float]
+    output: np.ndarray | None
     seconds: float
-    tiled: int | None = None  # tile size, when the image was segmented window by window
+    tiled: int | None
 
 
 def choose_tile(image: np.ndarray, options: JobOptions) -> int | None:
@@ -107,45 +135,68 @@ def choose_tile(image: np.ndarray, options: JobOptions) -> int | None:
     return auto_tile(width * height)
 
 
-def segment_array(seg: Segmenter, image: np.ndarray, options: JobOptions = JobOptions(),
-                  painter: Painter | None = None, kinds=None) -> Segmented:  # fmt: skip
-    """Segment a decoded BGR image and compose ``kinds`` (default: ``options.image_kinds``)."""
+def infer(seg: Runner, image: np.ndarray, options: JobOptions = JobOptions()) -> Inference:
+    """Labels for a decoded BGR image at its own size: whole, or window by window when tiling is
+    asked for or needed (then no raw output is kept)."""
     started = time.perf_counter()
     tile = choose_tile(image, options)
-    labels = seg.segment(image, max_size=options.max_size, size=options.size, tile=tile)
-    kinds = options.image_kinds if kinds is None else kinds
-    pictures = (painter or Painter(seg.meta, options.alpha)).compose(image, labels, kinds) if kinds else {}
-    shares = shares_from_counts(class_counts(labels, len(seg.meta.classes)), seg.meta.classes)
-    return Segmented(labels, pictures, shares, time.perf_counter() - started, tile)
+    if tile:
+        labels = seg.segment(image, max_size=options.max_size, size=options.size, tile=tile)
+        return Inference(labels, None, time.perf_counter() - started, tile)
+    output = seg.run(seg.prepare([image], "bgr", options.max_size, options.size))
+    labels = seg.labels_at(output, *image.shape[:2])[0]
+    return Inference(labels, output, time.perf_counter() - started, None)
 
 
-def load_image(location: str, options: JobOptions) -> tuple[np.ndarray, tuple[int, int]]:
-    """Read and decode an image file under the pixel limit (a JPEG at reduced size when ``max_size``
-    allows); returns the image and the full (height, width) its labels are written at."""
-    data = read_bytes(location)
-    image = decode_image(data, location, max_pixels=options.max_pixels, reduce_to=options.max_size)
-    return image, decoded_size(data, image)
+def load(data: bytes | str, options: JobOptions, name: str = "", stem: str = "image") -> Decoded:
+    """Read (a path) and decode under the pixel limit, a JPEG at reduced size when ``max_size``
+    allows: the one way `segtool run`, the Ray decode stage and the server decode an image."""
+    if isinstance(data, str):
+        name, data = name or data, read_bytes(data)
+    image = decode_image(data, name or "image", max_pixels=options.max_pixels, reduce_to=options.max_size)
+    return Decoded(image, decoded_size(data, image), name or "image", stem)
 
 
-def segment_and_save(seg: Segmenter, image: np.ndarray, full: tuple[int, int], stem: str, out_dir: Path,
-                     options: JobOptions, painter: Painter) -> tuple[Segmented, dict[str, str]]:  # fmt: skip
-    """Segment a loaded image and write its pictures; the label PNG at the ``full`` size."""
-    done = segment_array(seg, image, options, painter)
-    if "labels" in done.pictures and full != done.labels.shape:  # decoded at reduced size
-        done.pictures["labels"] = resize_labels(done.labels, *full)
-    paths = output_paths(out_dir, stem, options.image_kinds, IMAGE_SUFFIXES)
-    return done, save_pictures(painter, done.pictures, paths)
-
-
-def segment_image(seg: Segmenter, source: Source, out_dir: Path, options: JobOptions = JobOptions(),
-                  painter: Painter | None = None) -> ImageResult:  # fmt: skip
-    """Read, segment and write one still image; ``InputError``/``OutputError`` if it cannot be done."""
+def process(seg: Runner, item: Source | Decoded | bytes, options: JobOptions = JobOptions(),
+            out_dir: Path | None = None, painter: Painter | None = None,
+            on_frame: FrameCallback | None = None, kinds: tuple[str, ...] | None = None) -> Result:  # fmt: skip
+    """The one job entry: one input (a discovered source, encoded bytes, or an image already
+    decoded) segmented, its pictures composed and, with ``out_dir``, written; without ``out_dir``
+    the labels and pictures stay in the result. ``InputError``/``OutputError`` if it cannot be done."""
+    painter = painter or Painter(seg.meta, options.alpha)
+    if isinstance(item, Source):
+        if item.kind == BAD:
+            raise InputError(item.problem)
+        if item.kind != IMAGE:
+            if out_dir is None:
+                raise UsageError("a video is segmented into files: give an output folder")
+            return segment_video(seg, item, out_dir, options, painter, on_frame)
+        item = load(str(item.location), options, str(item), item.stem)
+    elif isinstance(item, bytes):
+        item = load(item, options, "request body")
     started = time.perf_counter()
-    image, full = load_image(str(source.location), options)
-    done, written = segment_and_save(seg, image, full, source.stem, out_dir, options,
-                                     painter or Painter(seg.meta, options.alpha))  # fmt: skip
-    seconds = round(time.perf_counter() - started, 4)
-    return ImageResult(str(source), full[0], full[1], seconds, done.classes, written, tiled=done.tiled)
+    done = infer(seg, item.image, options)
+    kinds = options.image_kinds if kinds is None else kinds
+    pictures = painter.compose(item.image, done.labels, kinds) if kinds else {}
+    if "labels" in pictures and item.full != done.labels.shape:  # decoded at reduced size
+        pictures["labels"] = resize_labels(done.labels, *item.full)
+    shares = shares_from_counts(class_counts(done.labels, len(seg.meta.classes)), seg.meta.classes)
+    result = Result(item.name, "image", item.full[1], item.full[0], 1, 0.0, shares, tiled=done.tiled)
+    if out_dir is None:
+        result.labels, result.pictures = done.labels, pictures
+    else:
+        result.outputs = save_pictures(painter, pictures, output_paths(out_dir, item.stem, kinds, IMAGE_SUFFIXES))
+    result.seconds = round(time.perf_counter() - started, 4)
+    return result
+
+
+def segment_image(seg: Runner, source: Source, out_dir: Path, options: JobOptions = JobOptions(),
+                  painter: Painter | None = None) -> Result:  # fmt: skip
+    """Read, segment and write one still image; the time includes reading and decoding."""
+    started = time.perf_counter()
+    result = process(seg, source, options, out_dir, painter)
+    result.seconds = round(time.perf_counter() - started, 4)
+    return result
 
 
 class _FramesFolder:
@@ -174,13 +225,13 @@ class _FramesFolder:
 
 
 def segment_video(
-    seg: Segmenter,
+    seg: Runner,
     source: Source,
     out_dir: Path,
     options: JobOptions = JobOptions(),
     painter: Painter | None = None,
     on_frame: FrameCallback | None = None,
-) -> VideoResult:
+) -> Result:
     """Segment every frame of a video, stream or camera and write the chosen videos.
 
     Decoding runs ahead of inference (``Segmenter.segment_stream``); composing and encoding run
@@ -221,7 +272,7 @@ def segment_video(
                 if on_frame:
                     on_frame(done, total, *item)
         except KeyboardInterrupt as exc:
-            interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+            interrupted = interrupt_name(exc)
         except SegtoolError as exc:
             failure = exc
         finally:
@@ -239,28 +290,11 @@ def segment_video(
                 frames_dir.discard()
             raise
         ended_early = video.ended_early and not (options.max_frames or interrupted)
-        error = (
-            str(failure)
-            if failure
-            else (
-                f"{source}: stopped after {video.frames_read} of {video.frame_count} frames (a frame failed to "
-                "decode, or the file is cut)"
-                if ended_early
-                else ""
-            )
-        )
-        return VideoResult(
-            str(source),
-            index,
-            float(video.fps),
-            video.width,
-            video.height,
-            round(time.perf_counter() - started, 3),
-            shares_from_counts(counts, seg.meta.classes),
-            outputs,
-            interrupted,
-            error,
-        )
+        cut = f"{source}: stopped after {video.frames_read} of {video.frame_count} frames (a frame failed to decode, "
+        error = str(failure) if failure else cut + "or the file is cut)" if ended_early else ""
+        return Result(str(source), "video", video.width, video.height, index, round(time.perf_counter() - started, 3),
+                      shares_from_counts(counts, seg.meta.classes), outputs, fps_in=float(video.fps),
+                      interrupted=interrupted, error=error)  # fmt: skip
 
 
 def outputs_complete(source: Source, out_dir: Path, options: JobOptions) -> bool:
@@ -281,15 +315,17 @@ class RunEvents:
     def started(self, discovery: Discovery) -> None: ...
     def video_started(self, source: Source) -> None: ...
     def frame(self, source: Source, done: int, total: int | None, image: np.ndarray, labels: np.ndarray) -> None: ...
-    def finished(self, source: Source, result: ImageResult | VideoResult | None) -> None: ...  # None: existing
+    def finished(self, source: Source, result: Result | None) -> None: ...  # None: outputs already there
     def failed(self, source: Source, message: str) -> None: ...
 
 
 @dataclass
-class RunReport:
-    results: list[ImageResult | VideoResult] = field(default_factory=list)
-    failures: list[dict[str, str]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+class Report:
+    """A run over many inputs, plain or on Ray: what was done, what failed, what was already there."""
+
+    results: list[Result] = field(default_factory=list)  # inputs done (a video that stopped early too)
+    failures: list[dict[str, str]] = field(default_factory=list)  # {"input", "error"}
+    skipped: list[str] = field(default_factory=list)  # files in folders that are not media
     existing: list[str] = field(default_factory=list)  # inputs whose outputs were complete (skip_existing)
     inputs: int = 0
     interrupted: str = ""
@@ -297,13 +333,19 @@ class RunReport:
 
     @property
     def ok(self) -> int:
-        """Inputs done without any problem (a video that stopped early is done, but not ok), and
-        inputs whose outputs were already complete."""
-        return sum(not (isinstance(r, VideoResult) and r.error) for r in self.results) + len(self.existing)
+        """Inputs segmented now without any problem (a video that stopped early is done, not ok)."""
+        return sum(r.ok for r in self.results)
 
     @property
     def frames(self) -> int:
-        return sum(r.frames if isinstance(r, VideoResult) else 1 for r in self.results)
+        return sum(r.frames for r in self.results)
+
+    def add(self, result: Result) -> None:
+        """A finished input; its error (a failed input, or a video cut short) becomes a failure."""
+        if result.frames or not result.error:
+            self.results.append(result)
+        if result.error:
+            self.failures.append({"input": result.input, "error": result.error})
 
     def as_dict(self) -> dict:
         return {
@@ -322,46 +364,40 @@ class RunReport:
 
 
 def run_sources(
-    seg: Segmenter,
+    seg: Runner,
     discovery: Discovery,
     out_dir: Path,
     options: JobOptions = JobOptions(),
     events: RunEvents = RunEvents(),
     skip_existing: bool = False,
-) -> RunReport:
+) -> Report:
     """Segment every discovered input in order; failures are collected, never fatal. With
     ``skip_existing``, inputs whose outputs are all there are not recomputed (a killed job resumes)."""
     started = time.perf_counter()
     painter = Painter(seg.meta, options.alpha)
-    report = RunReport(skipped=list(discovery.skipped), inputs=len(discovery.items))
+    report = Report(skipped=list(discovery.skipped), inputs=len(discovery.items))
     events.started(discovery)
     for source in discovery.items:
-        result: ImageResult | VideoResult
         if skip_existing and outputs_complete(source, out_dir, options):
             report.existing.append(str(source))
             events.finished(source, None)
             continue
         try:
-            if source.kind == BAD:
-                raise InputError(source.problem)
-            if source.kind == IMAGE:
-                result = segment_image(seg, source, out_dir, options, painter)
-            else:
+            if source.kind not in (IMAGE, BAD):
                 events.video_started(source)
-                result = segment_video(seg, source, out_dir, options, painter, partial(events.frame, source))
+            result = process(seg, source, options, out_dir, painter, partial(events.frame, source))
         except KeyboardInterrupt as exc:
-            report.interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+            report.interrupted = interrupt_name(exc)
             break
         except SegtoolError as exc:
-            report.failures.append({"input": str(source), "error": str(exc)})
+            report.add(Result(str(source), "video" if source.kind not in (IMAGE, BAD) else "image", error=str(exc)))
             events.failed(source, str(exc))
             continue
-        report.results.append(result)
+        report.add(result)
         events.finished(source, result)
-        if isinstance(result, VideoResult) and result.error:
-            report.failures.append({"input": str(source), "error": result.error})
+        if result.error:
             events.failed(source, result.error)
-        if isinstance(result, VideoResult) and result.interrupted:
+        if result.interrupted:
             report.interrupted = result.interrupted
             break
     report.seconds = time.perf_counter() - started

@@ -11,23 +11,22 @@ write outputs straight to the output folder with the same names, atomic writes a
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from segtool.runtime.errors import SegtoolError, Terminated
-from segtool.runtime.imagefiles import atomic_write_bytes
-from segtool.runtime.jobs import JobOptions, load_image, segment_and_save, segment_video
-from segtool.runtime.outputs import Painter
-from segtool.runtime.segmenter import Segmenter
-from segtool.runtime.sources import BAD, IMAGE, Source
+from segtool.runtime.errors import SegtoolError, interrupt_name
+from segtool.runtime.files.images import atomic_write_bytes
+from segtool.runtime.files.pictures import Painter
+from segtool.runtime.files.sources import BAD, IMAGE, Source
+from segtool.runtime.jobs import Decoded, JobOptions, Report, Result, load, process
+from segtool.runtime.model.segmenter import Segmenter
 
 MANIFEST = "manifest.parquet"
 COLUMNS = ("source", "kind", "outputs", "width", "height", "frames", "classes", "seconds", "error")
@@ -58,15 +57,16 @@ def decode_row(row: dict, max_pixels: int | None, reduce_to: int | None) -> dict
     if row["kind"] != IMAGE or row["error"]:
         return row
     try:
-        options = JobOptions(max_pixels=max_pixels, max_size=reduce_to)
-        row["image"], (row["full_height"], row["full_width"]) = load_image(row["source"], options)
+        decoded = load(row["source"], JobOptions(max_pixels=max_pixels, max_size=reduce_to))
+        row["image"], (row["full_height"], row["full_width"]) = decoded.image, decoded.full
     except SegtoolError as exc:
         row["error"] = str(exc)
     return row
 
 
 class SegmentActor:
-    """Stage 2: one model per actor; segments, writes the pictures, returns the manifest rows."""
+    """Stage 2: one model per actor; ``process`` (the job layer) writes the pictures, and the
+    result's manifest row comes back."""
 
     def __init__(self, model: str, device: str, threads: int, options: dict, out_dir: str):
         self.seg = Segmenter(model, device=device, threads=threads, warn_random=False)
@@ -79,44 +79,17 @@ class SegmentActor:
         return {column: [r[column] for r in rows] for column in COLUMNS}
 
     def one(self, row: dict) -> dict:
-        started = time.perf_counter()
-        result = {"source": str(row["source"]), "kind": str(row["kind"]), "outputs": "{}", "width": 0, "height": 0,
-                  "frames": 0, "classes": "{}", "seconds": 0.0, "error": str(row["error"]) or None}  # fmt: skip
-        if result["error"]:
-            return result
+        source = str(row["source"])
+        if row["error"]:
+            return Result(source, row["kind"], error=str(row["error"])).row()
+        item: Source | Decoded = Source(str(row["kind"]), source, str(row["stem"]))
+        if row["kind"] == IMAGE:
+            full = (int(row["full_height"]), int(row["full_width"]))
+            item = Decoded(row["image"], full, source, str(row["stem"]))
         try:
-            if row["kind"] == IMAGE:
-                full = (int(row["full_height"]), int(row["full_width"]))
-                done, outputs = segment_and_save(self.seg, row["image"], full, str(row["stem"]), self.out_dir,
-                                                 self.options, self.painter)  # fmt: skip
-                classes = done.classes
-                result.update(height=full[0], width=full[1], frames=1)
-            else:
-                video = segment_video(self.seg, Source(row["kind"], str(row["source"]), str(row["stem"])),
-                                      self.out_dir, self.options, self.painter)  # fmt: skip
-                outputs, classes = video.outputs, video.classes
-                result.update(height=video.height, width=video.width, frames=video.frames, error=video.error or None)
+            return process(self.seg, item, self.options, self.out_dir, self.painter).row()
         except SegtoolError as exc:
-            result["error"] = str(exc)
-            return result
-        result.update(outputs=json.dumps(outputs), classes=json.dumps(classes))
-        result["seconds"] = round(time.perf_counter() - started, 4)
-        return result
-
-
-@dataclass
-class RayReport:
-    rows: list[dict] = field(default_factory=list)
-    existing: int = 0  # skipped: outputs already complete
-    interrupted: str = ""
-    seconds: float = 0.0
-
-    @property
-    def failures(self) -> list[dict]:
-        return [{"input": r["source"], "error": r["error"]} for r in self.rows if r["error"]]
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"inputs": len(self.rows) + self.existing, "failed": len(self.failures)}
+            return Result(source, row["kind"], error=str(exc)).row()
 
 
 def write_manifest(out_dir: Path, rows: list[dict]) -> Path:
@@ -139,13 +112,13 @@ def write_manifest(out_dir: Path, rows: list[dict]) -> Path:
 
 def run_ray(model: Path, sources: list[Source], out_dir: Path, options: JobOptions, device: str = "cpu",
             num_actors: int = 2, actor_threads: int = 1, gpus_per_actor: float = 0.0,
-            on_row: Callable[[dict], None] = lambda row: None) -> RayReport:  # fmt: skip
+            on_row: Callable[[dict], None] = lambda row: None) -> Report:  # fmt: skip
     """Segment ``sources`` on the connected Ray cluster; Ctrl-C or SIGTERM stops the job (what was
     written stays complete) and the manifest holds the inputs done."""
     import ray
     import ray.data
 
-    report = RayReport()
+    report, rows = Report(inputs=len(sources)), []
     started = time.perf_counter()
     items = [{"source": str(s.location), "kind": s.kind, "stem": s.stem, "error": s.problem if s.kind == BAD else ""}
              for s in sources]  # fmt: skip
@@ -165,11 +138,12 @@ def run_ray(model: Path, sources: list[Source], out_dir: Path, options: JobOptio
                                                        "threads": actor_threads, "options": asdict(options),
                                                        "out_dir": str(Path(out_dir).resolve())})  # fmt: skip
             for row in ds.iter_rows():
-                report.rows.append(dict(row))
-                on_row(report.rows[-1])
+                rows.append(dict(row))
+                report.add(Result.from_row(rows[-1]))
+                on_row(rows[-1])
     except KeyboardInterrupt as exc:
-        report.interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        report.interrupted = interrupt_name(exc)
     finally:
         report.seconds = time.perf_counter() - started
-        write_manifest(out_dir, report.rows)
+        write_manifest(out_dir, rows)
     return report

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segtool.runtime.errors import UsageError
-from segtool.runtime.imagefiles import atomic_write_bytes
-from segtool.runtime.segmenter import Segmenter
+from segtool.runtime.files.images import atomic_write_bytes
+from segtool.runtime.model.segmenter import Segmenter
 
 TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(uint8)": "TYPE_UINT8",
          "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32"}  # fmt: skip

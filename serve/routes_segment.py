@@ -12,9 +12,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from segtool.runtime.errors import InputError
-from segtool.runtime.imagefiles import decode_image
-from segtool.runtime.jobs import JobOptions, segment_array
-from segtool.runtime.outputs import Painter
+from segtool.runtime.files.pictures import Painter
+from segtool.runtime.jobs import JobOptions, process
 
 Output = Literal["json", "labels", "mask", "overlay"]
 MEDIA = {"labels": "image/png", "mask": "image/png", "overlay": "image/jpeg"}
@@ -46,30 +45,28 @@ def segment_router(service) -> APIRouter:
     ):
         received = time.perf_counter()
         data = await image_bytes(service, request)
-        kinds = {"json": ["mask", "overlay"] if images else [], "labels": ["labels"], "mask": ["mask"],
-                 "overlay": ["overlay"]}[output]  # fmt: skip
+        kinds = {"json": ("mask", "overlay") if images else (), "labels": ("labels",), "mask": ("mask",),
+                 "overlay": ("overlay",)}[output]  # fmt: skip
         painter = Painter(meta, alpha)
 
         def work():
             started = time.perf_counter()
-            image = decode_image(data, "request body", max_pixels=service.settings.max_pixels)
-            decoded = time.perf_counter()
-            done = segment_array(seg, image, JobOptions(max_size=max_size, alpha=alpha), painter, kinds)
+            options = JobOptions(max_size=max_size, alpha=alpha, max_pixels=service.settings.max_pixels)
+            done = process(seg, data, options, painter=painter, kinds=kinds)  # decoded as `segtool run` does
             encoded = {kind: painter.encode(kind, picture) for kind, picture in done.pictures.items()}
-            return done, encoded, (decoded - started) * 1000, (time.perf_counter() - started) * 1000
+            return done, encoded, (time.perf_counter() - started) * 1000
 
-        done, encoded, decode_ms, work_ms = await service.infer(work)
+        done, encoded, work_ms = await service.infer(work)
         if output != "json":
             return Response(encoded[output], media_type=MEDIA[output])
-        height, width = done.labels.shape
         index = {name: k for k, name in enumerate(meta.classes)}
         body = {
             "model": meta.model, "weights": meta.weights_label, "random_weights": meta.random_weights,
-            "provider": seg.provider, "width": width, "height": height,
+            "provider": seg.provider, "width": done.width, "height": done.height,
             "classes": [{"name": name, "index": index[name], "share": share,
                          "color": [int(c) for c in meta.palette[index[name]]]} for name, share in done.classes.items()],
-            "timings_ms": {"decode": round(decode_ms, 2), "segment": round(done.seconds * 1000, 2),
-                           "worker": round(work_ms, 2), "total": round((time.perf_counter() - received) * 1000, 2)},
+            "timings_ms": {"segment": round(done.seconds * 1000, 2), "worker": round(work_ms, 2),
+                           "total": round((time.perf_counter() - received) * 1000, 2)},
         }  # fmt: skip
         for kind, blob in encoded.items():
             body[kind] = f"data:{MEDIA[kind]};base64,{base64.b64encode(blob).decode()}"

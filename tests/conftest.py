@@ -75,7 +75,7 @@ def segmenter(model_path):
 
 def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A smooth random BGR picture: blobs of colour, like a photo at a glance (the runtime's own generator)."""
-    from segtool.runtime.synthetic import smooth_image
+    from segtool.runtime.tools.synthetic import smooth_image
 
     return smooth_image(height, width, seed=seed, cell=12)
 

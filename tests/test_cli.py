@@ -10,8 +10,8 @@ from conftest import assert_clean_failure, run_segtool, scene
 from PIL import Image
 
 from segtool.runtime import blend, voc_colormap
-from segtool.runtime.outputs import RANDOM_STAMP
-from segtool.runtime.visualize import stamp
+from segtool.runtime.files.colors import stamp
+from segtool.runtime.files.pictures import RANDOM_STAMP
 
 
 def band_height(overlay: np.ndarray) -> int:

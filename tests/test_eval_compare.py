@@ -13,8 +13,9 @@ from conftest import assert_clean_failure, labels_png, run_segtool, scene
 
 from segtool.export import export_model
 from segtool.runtime import VOC_CLASSES, Segmenter
-from segtool.runtime.comparison import compare_models, iter_images
-from segtool.runtime.evaluation import ConfusionMatrix, evaluate, read_voc_mask, resize_short_side, voc_samples
+from segtool.runtime.model.runner import Runner
+from segtool.runtime.tools.comparison import compare_models, iter_images
+from segtool.runtime.tools.evaluation import ConfusionMatrix, evaluate, read_voc_mask, resize_short_side, voc_samples
 
 # Ground truth and prediction over two images (rows 0-1 and row 2); 255 is void.
 TARGET = np.array([[0, 0, 1, 1], [0, 255, 1, 2], [2, 2, 255, 1]], np.uint8)
@@ -36,14 +37,29 @@ def make_voc(root: Path, samples: dict[str, tuple[np.ndarray, np.ndarray]], spli
 
 
 class KnownPredictions:
-    """A stand-in model: each image is flat grey k*60 and gets prediction k."""
+    """A stand-in model behind the ``Runner`` interface: each image is flat grey k*60 and gets prediction k."""
+
+    provider = "test"
 
     def __init__(self, predictions):
         self.predictions = predictions
         self.meta = SimpleNamespace(classes=VOC_CLASSES)
 
-    def segment(self, image, **options):
-        return self.predictions[round(float(image.mean()) / 60) - 1]
+    def prepare(self, images, color="bgr", max_size=None, size=None):
+        return np.stack(images)
+
+    def run(self, tensor):
+        return tensor
+
+    def labels_at(self, output, height, width):
+        return [self.predictions[round(float(image.mean()) / 60) - 1] for image in output]
+
+    def segment(self, image, color="bgr", max_size=None, size=None, tile=None):
+        return self.labels_at(self.prepare([image]), *image.shape[:2])[0]
+
+    def segment_stream(self, frames, color="bgr", max_size=None, size=None, batch=1):
+        for frame in frames:
+            yield frame, self.segment(frame)
 
 
 def test_confusion_matrix_miou_and_accuracy_equal_hand_computed_values():
@@ -64,7 +80,8 @@ def test_dataset_reader_and_accumulation_match_by_hand(tmp_path):
         },
     )
     assert np.array_equal(read_voc_mask(root / "SegmentationClass" / "first.png"), TARGET[:2])
-    result = evaluate(KnownPredictions([PRED[:2], PRED[2:]]), voc_samples(root), resize=None)
+    seg: Runner = KnownPredictions([PRED[:2], PRED[2:]])  # type: ignore[assignment]
+    result = evaluate(seg, voc_samples(root), resize=None)
     assert np.array_equal(result.confusion.matrix[:3, :3], EXPECTED) and result.confusion.matrix.sum() == 10
     report = result.as_dict()
     assert report["pixel_accuracy"] == 0.7 and report["images"] == 2 and not report["problems"]

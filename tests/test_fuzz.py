@@ -70,7 +70,7 @@ API_SCRIPT = """
 import json, sys
 from pathlib import Path
 from segtool.runtime import JobOptions, Segmenter, SegtoolError, segment_image, segment_video
-from segtool.runtime.sources import expand
+from segtool.runtime.files.sources import expand
 seg = Segmenter(sys.argv[1], device="cpu", warn_random=False)
 options = JobOptions(max_pixels=4_000_000, max_frames=6, image_kinds=("labels", "overlay"))
 counts = {"result": 0, "error": 0}

@@ -8,8 +8,8 @@ import torch
 from torchvision import transforms as T
 
 from segtool.runtime import SegtoolError
-from segtool.runtime.postprocess import argmax_channels, resize_labels
-from segtool.runtime.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
+from segtool.runtime.model.postprocess import argmax_channels, resize_labels
+from segtool.runtime.model.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -17,8 +17,8 @@ from PIL import Image
 from tiny import tiny_model
 
 from segtool.runtime import JobOptions, Segmenter, segment_image
-from segtool.runtime.sources import IMAGE, Source
-from segtool.runtime.tiling import segment_tiled, window_starts
+from segtool.runtime.files.sources import IMAGE, Source
+from segtool.runtime.model.tiling import segment_tiled, window_starts
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_tiled_fcn_is_close_to_whole_image(segmenter):
 
 
 def test_auto_tiling_when_memory_is_short(tmp_path, tiny, monkeypatch):
-    import segtool.runtime.memory as memory
+    import segtool.runtime.model.memory as memory
 
     cv2.imwrite(str(tmp_path / "a.png"), scene(600, 800, seed=1))
     source = Source(IMAGE, str(tmp_path / "a.png"), "a")

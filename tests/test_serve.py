@@ -16,7 +16,7 @@ from conftest import run_segtool, scene
 from PIL import Image
 from servers import Server
 
-from segtool.runtime.session import create_session
+from segtool.runtime.model.session import create_session
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from segtool.runtime import SegtoolError
-from segtool.runtime import session as S
+from segtool.runtime.model import session as S
 
 
 class FakeSession:
@@ -124,7 +124,7 @@ def test_optimized_graph_cache_is_made_reused_and_keyed(tmp_path, model_path):
 
 def test_segmenter_cache_flag_reaches_onnx_runtime(monkeypatch, tmp_path):
     """--cache: the CPU graph cache, and a TensorRT engine folder beside the model."""
-    import segtool.runtime.segmenter as segmenter_module
+    import segtool.runtime.model.segmenter as segmenter_module
 
     captured = {}
 

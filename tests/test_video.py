@@ -14,8 +14,8 @@ import pytest
 from conftest import SEGTOOL, assert_clean_failure, run_segtool, scene
 from PIL import Image
 
-from segtool.runtime.sources import BAD, IMAGE, VIDEO, expand
-from segtool.runtime.video import VideoSource
+from segtool.runtime.files.sources import BAD, IMAGE, VIDEO, expand
+from segtool.runtime.files.video import VideoSource
 
 
 def make_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: float = 12.0) -> list[np.ndarray]:

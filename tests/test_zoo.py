@@ -15,7 +15,7 @@ from segtool.export.models import MODELS
 from segtool.export.parity import Gate, row, sample_batch
 from segtool.export.pipeline import MEAN, STD, build_graph
 from segtool.runtime import Segmenter
-from segtool.runtime.session import create_session
+from segtool.runtime.model.session import create_session
 
 SMALL = ((1, 3, 64, 96),)
 PARITY_SHAPES = ((1, 3, 33, 47), (1, 3, 97, 61), (2, 3, 64, 80))

@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .errors import OutputError
-from .imagefiles import atomic_write_bytes, encode_image, write_problem
-from .metadata import ModelMetadata
-from .visualize import blend, colorize, stamp
+from segtool.runtime.errors import OutputError
+from segtool.runtime.files.colors import blend, colorize, stamp
+from segtool.runtime.files.images import atomic_write_bytes, encode_image, write_problem
+from segtool.runtime.model.metadata import ModelMetadata
 
 RANDOM_STAMP = "RANDOM WEIGHTS - labels are meaningless"
 IMAGE_KINDS = ("labels", "mask", "overlay", "side-by-side")

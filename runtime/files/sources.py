@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .imagefiles import IMAGE_SUFFIXES, regular_file_problem
+from segtool.runtime.files.images import IMAGE_SUFFIXES, regular_file_problem
 
 VIDEO_SUFFIXES = frozenset(
     {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .session import CUDA, cpu_flags
+from segtool.runtime.model.session import CUDA, cpu_flags
 
 ORT_DISTRIBUTIONS = (
     "onnxruntime",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
+from segtool.runtime.errors import ModelError
 
 FORMAT_VERSION = "1"
 PREFIX = "segtool."

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import InputError, OutputError
+from segtool.runtime.errors import InputError, OutputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"})
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .errors import InputError, UsageError
+from segtool.runtime.errors import InputError, UsageError
 
 COLOR_ORDERS = ("bgr", "rgb")
 

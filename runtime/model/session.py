@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .errors import DeviceError, UsageError
+from segtool.runtime.errors import DeviceError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 

@@ -2,21 +2,22 @@
 
 Both models see the same images (or video frames); B is scored against A's labels (pixel
 agreement, mIoU of B with A as ground truth), logits are compared where both graphs expose
-them at the same resolution, and each model's inference time is kept.
+them at the same resolution (not for tiled images), and each model's time per image (preprocessing,
+inference, labels) is kept. Inference goes through the job layer, so large images are tiled as in a run.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .agreement import compare_outputs, label_agreement
-from .errors import UsageError
-from .evaluation import ConfusionMatrix
-from .jobs import iter_images
+from segtool.runtime.errors import UsageError
+from segtool.runtime.jobs import JobOptions, infer, iter_images
+from segtool.runtime.model.runner import Runner
+from segtool.runtime.tools.agreement import compare_outputs, label_agreement
+from segtool.runtime.tools.evaluation import ConfusionMatrix
 
 __all__ = ["CompareResult", "compare_models", "iter_images"]
 
@@ -49,16 +50,9 @@ class CompareResult:
         }
 
 
-def _timed(seg, image, max_size):
-    tensor = seg.prepare([image], "bgr", max_size)
-    started = time.perf_counter()
-    output = seg.run(tensor)
-    return output, time.perf_counter() - started
-
-
 def compare_models(
-    seg_a,
-    seg_b,
+    seg_a: Runner,
+    seg_b: Runner,
     images: Iterable[tuple[str, np.ndarray]],
     max_size_a: int | None = None,
     max_size_b: int | None = None,
@@ -68,22 +62,21 @@ def compare_models(
         raise UsageError("the two models have different class lists: nothing to compare")
     result = CompareResult(ConfusionMatrix(len(seg_a.meta.classes)))
     for name, image in images:
-        h, w = image.shape[:2]
-        out_a, dt_a = _timed(seg_a, image, max_size_a)
-        out_b, dt_b = _timed(seg_b, image, max_size_b)
-        labels_a = seg_a.labels_at(out_a, h, w)[0]
-        labels_b = seg_b.labels_at(out_b, h, w)[0]
+        a = infer(seg_a, image, JobOptions(max_size=max_size_a))  # the job layer: tiled when it must be
+        b = infer(seg_b, image, JobOptions(max_size=max_size_b))
+        labels_a, labels_b, dt_a, dt_b = a.labels, b.labels, a.seconds, b.seconds
         result.confusion.update(labels_a, labels_b)
         result.agreeing += label_agreement(labels_a, labels_b) * labels_a.size
         result.pixels += labels_a.size
         result.images += 1
         result.times_a.append(dt_a)
         result.times_b.append(dt_b)
-        diff = compare_outputs(out_a, out_b) if out_a.shape == out_b.shape else None
-        if diff and diff.max_abs_diff is not None and diff.mean_abs_diff is not None:
-            result.max_abs_logit_diff = max(result.max_abs_logit_diff or 0.0, diff.max_abs_diff)
-            result.abs_logit_diff_sum += diff.mean_abs_diff * out_a.size
-            result.logit_count += out_a.size
+        if a.output is not None and b.output is not None and a.output.shape == b.output.shape:
+            diff = compare_outputs(a.output, b.output)
+            if diff.max_abs_diff is not None and diff.mean_abs_diff is not None:
+                result.max_abs_logit_diff = max(result.max_abs_logit_diff or 0.0, diff.max_abs_diff)
+                result.abs_logit_diff_sum += diff.mean_abs_diff * a.output.size
+                result.logit_count += a.output.size
         if on_image:
             on_image(name)
     return result

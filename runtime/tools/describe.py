@@ -7,9 +7,9 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .errors import ModelError
-from .metadata import PREFIX, ModelMetadata, graph_problems, metadata_problems
-from .session import create_session
+from segtool.runtime.errors import ModelError
+from segtool.runtime.model.metadata import PREFIX, ModelMetadata, graph_problems, metadata_problems
+from segtool.runtime.model.session import create_session
 
 
 def describe(path: Path, device: str = "auto") -> dict:

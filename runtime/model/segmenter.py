@@ -12,16 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ModelError, SegtoolError
-from .metadata import OUTPUT_LABELS, ModelMetadata
-from .postprocess import argmax_channels, resize_labels
-from .prefetch import prefetch
-from .preprocess import Normalizer, resize_for_inference, to_uint8_3ch
-from .session import CPU, create_session
-from .tiling import segment_tiled
+from segtool.runtime.errors import InputError, ModelError, SegtoolError
+from segtool.runtime.model.metadata import OUTPUT_LABELS, ModelMetadata
+from segtool.runtime.model.postprocess import argmax_channels, resize_labels
+from segtool.runtime.model.prefetch import prefetch
+from segtool.runtime.model.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
+from segtool.runtime.model.runner import Size
+from segtool.runtime.model.session import CPU, create_session
+from segtool.runtime.model.tiling import segment_tiled
 
 log = logging.getLogger(__name__)
-Size = tuple[int, int]
 
 
 class Segmenter:
@@ -115,7 +115,7 @@ class Segmenter:
 
         ``max_size`` caps the long side used for inference, or ``size`` = (width, height) sets it;
         labels come back at the image's size. ``tile`` runs overlapping tile x tile windows when the
-        inference resolution is larger (``segtool.runtime.tiling``), for images too big for memory.
+        inference resolution is larger (``segtool.runtime.model.tiling``), for images too big for memory.
         """
         if tile:
             ready = resize_for_inference(to_uint8_3ch(image, color), max_size, size)

@@ -17,10 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError, UsageError
-from .imagefiles import read_image
-from .jobs import JobOptions, segment_array
-from .voc import VOC_IGNORE_INDEX, voc_colormap
+from segtool.runtime.errors import InputError, UsageError
+from segtool.runtime.files.images import read_image
+from segtool.runtime.jobs import JobOptions, infer
+from segtool.runtime.model.runner import Runner
+from segtool.runtime.model.voc import VOC_IGNORE_INDEX, voc_colormap
 
 _PACK = np.array([1 << 16, 1 << 8, 1], np.int64)
 # BGR colour (packed as an int, as OpenCV decodes paletted PNGs) -> VOC index
@@ -143,7 +144,7 @@ def _finite(value: float) -> float | None:
 
 
 def evaluate(
-    seg,
+    seg: Runner,
     samples: list[VocSample],
     resize: int | None = 520,
     strict: bool = False,
@@ -163,7 +164,7 @@ def evaluate(
                 raise
             result.problems.append({"id": sample.id, "error": str(exc)})
         else:
-            result.confusion.update(mask, segment_array(seg, image, options, kinds=()).labels)
+            result.confusion.update(mask, infer(seg, image, options).labels)
             result.images += 1
         if on_image:
             on_image(sample.id)

@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from .postprocess import argmax_channels
+from segtool.runtime.model.postprocess import argmax_channels
+from segtool.runtime.model.runner import Runner
 
 
 def window_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -24,7 +25,7 @@ def window_starts(length: int, tile: int, stride: int) -> list[int]:
     return sorted({min(k * stride, length - tile) for k in range(count)})
 
 
-def segment_tiled(seg, image: np.ndarray, color: str, tile: int, overlap: int | None = None) -> np.ndarray:
+def segment_tiled(seg: Runner, image: np.ndarray, color: str, tile: int, overlap: int | None = None) -> np.ndarray:
     """HxW uint8 labels of an HxWx3 image (already at inference resolution), window by window."""
     height, width = image.shape[:2]
     overlap = tile // 4 if overlap is None else overlap
@@ -35,7 +36,7 @@ def segment_tiled(seg, image: np.ndarray, color: str, tile: int, overlap: int | 
         for y in ys:
             for x in xs:
                 window = image[y : y + tile, x : x + tile]
-                labels[y : y + window.shape[0], x : x + window.shape[1]] = seg.run(seg.normalize([window], color))[0]
+                labels[y : y + window.shape[0], x : x + window.shape[1]] = seg.run(seg.prepare([window], color))[0]
         return labels
     band_h = min(tile, height)
     band = np.zeros((len(seg.meta.classes), band_h, width), np.float32)  # logit sums for rows [top, top+band_h)
@@ -49,7 +50,7 @@ def segment_tiled(seg, image: np.ndarray, color: str, tile: int, overlap: int | 
             top = y
         for x in xs:
             window = image[y : y + tile, x : x + tile]
-            logits = seg.run(seg.normalize([window], color))[0]
+            logits = seg.run(seg.prepare([window], color))[0]
             band[:, y - top : y - top + window.shape[0], x : x + window.shape[1]] += logits
     labels[top:] = argmax_channels(band[None, :, : height - top])[0]
     return labels

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SegtoolError, UsageError
-from .imagefiles import atomic_write_bytes, encode_image, read_image
-from .jobs import JobOptions, segment_video
-from .outputs import Painter
-from .segmenter import Segmenter
-from .sources import VIDEO, Source
-from .synthetic import smooth_image
-from .video import VideoSource
+from segtool.runtime.errors import SegtoolError, UsageError
+from segtool.runtime.files.images import atomic_write_bytes, encode_image, read_image
+from segtool.runtime.files.pictures import Painter
+from segtool.runtime.files.sources import VIDEO, Source
+from segtool.runtime.files.video import VideoSource
+from segtool.runtime.jobs import JobOptions, segment_video
+from segtool.runtime.model.segmenter import Segmenter
+from segtool.runtime.tools.synthetic import smooth_image
 
 STAGES = ("read", "preprocess", "inference", "postprocess", "write")
 

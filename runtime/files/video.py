@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError, OutputError
-from .imagefiles import regular_file_problem, write_problem
+from segtool.runtime.errors import InputError, OutputError
+from segtool.runtime.files.images import regular_file_problem, write_problem
 
 DEFAULT_FPS = 25.0
 

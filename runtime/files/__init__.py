@@ -1,0 +1,1 @@
+"""Files and pictures: reading images and video, finding inputs, painting and writing pictures."""

@@ -1,0 +1,1 @@
+"""The model layer: metadata, session, preprocessing, inference, labels (array -> tensor -> labels)."""
