@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from segtool.export.config import MIN_CALIBRATION  # no torch: the flag's minimum is stated once, there
 from segtool.runtime.errors import ParityError, UsageError
 
 from .common import err, out, say
@@ -57,7 +58,8 @@ Fp16 = Annotated[bool, Opt("--fp16", help="fp16 weights/compute for GPU provider
 Calibration = Annotated[Optional[Path], Opt(help="--int8: folder of images, or a video (default: generated).")]
 
 
-CalibrationCount = Annotated[int, Opt(min=2, help="--int8: images (or frames) to calibrate and validate on.")]
+CalibrationCount = Annotated[int, Opt(min=MIN_CALIBRATION, help="--int8/--fp16: images (or frames) to calibrate "
+                                      f"and validate on (at least {MIN_CALIBRATION}).")]  # fmt: skip
 
 
 Method = Annotated[Optional[str], Opt("--calibration-method", help="--int8: minmax, percentile or entropy.")]

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segtool.runtime.model.metadata import IMAGENET_MEAN, IMAGENET_STD
 from segtool.runtime.model.voc import voc_colormap
 
 from .models import get_spec
 from .parity import sample_batch
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 # (BatchNorm before a ReLU, the next convolution's weight, that weight's input-channel axis)
 OUTLIER_SITES = {
     "resnet": ("backbone.layer1.0.bn1", "backbone.layer1.0.conv2.weight", 1),

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segtool.runtime.errors import UsageError
+from segtool.runtime.model.metadata import PRECISIONS, Precision
 
 DEFAULT_MODEL = "fcn_resnet50"
 DEFAULT_SHAPES = ((1, 3, 333, 517), (2, 3, 256, 256), (1, 3, 520, 520))
-PRECISIONS = ("fp32", "int8", "fp16")
 METHODS = ("minmax", "percentile", "entropy")
+OPSET = 18  # the ONNX opset of every export (torch.onnx, dynamo)
 VARIANT_TARGETS = {"int8": 0.99, "fp16": 0.995}  # argmax agreement with fp32 on held-out images
+MIN_CALIBRATION = 3  # calibration images at least: two in three calibrate, one in three validates (int8.split)
 
 
 @dataclass(frozen=True)
@@ -28,20 +30,23 @@ class ExportConfig:
     min_agreement: float = 0.999  # gate: smallest allowed argmax agreement
     shapes: tuple[tuple[int, int, int, int], ...] = DEFAULT_SHAPES
     labels_output: bool = False  # ArgMax inside the graph, uint8 labels out
-    precision: str = "fp32"  # fp32, int8 (CPU) or fp16 (GPU)
+    precision: Precision = "fp32"  # fp32, int8 (CPU) or fp16 (GPU)
     calibration: Path | None = None  # int8: folder of images or a video; None = generated images
     calibration_count: int = 16  # images (or frames) read: two in three calibrate, one in three validates
     calibration_size: int = 384  # their long side
     calibration_method: str = "minmax"  # minmax, percentile or entropy (docs/BENCHMARKS.md: why minmax)
     variant_min_agreement: float | None = None  # int8/fp16 vs fp32 on held-out images; None: per precision
     force: bool = False  # write a variant below its target anyway (its metadata says so)
-    opset: int = 18
+    opset: int = OPSET
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.calibration_method not in METHODS:
             raise UsageError(f"unknown calibration method {self.calibration_method!r}: {', '.join(METHODS)}")
+        if self.calibration_count < MIN_CALIBRATION:
+            raise UsageError(f"--calibration-count {self.calibration_count}: at least {MIN_CALIBRATION} images are "
+                             "needed (two in three calibrate, one in three validates)")  # fmt: skip
         if self.variant_min_agreement is not None and not 0.0 <= self.variant_min_agreement <= 1.0:
             raise UsageError("--int8-min-agreement takes a fraction between 0 and 1, e.g. 0.99")
         if not (0.0 <= self.min_agreement <= 1.0) or self.atol < 0 or self.rtol < 0:

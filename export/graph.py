@@ -14,8 +14,9 @@ import io
 import onnx
 import torch
 
+from .config import OPSET
+
 INPUT_NAME = "image"
-DEFAULT_OPSET = 18
 
 
 class SegmentationGraph(torch.nn.Module):
@@ -35,7 +36,7 @@ class SegmentationGraph(torch.nn.Module):
         return logits
 
 
-def to_onnx(graph: SegmentationGraph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def to_onnx(graph: SegmentationGraph, opset: int = OPSET) -> onnx.ModelProto:
     """Export with torch.onnx (dynamo) and symbolic batch/height/width."""
     sample = torch.randn(1, 3, 64, 96)
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}

@@ -1,8 +1,10 @@
 """int8 with an accuracy target: quantize, check on held-out images, keep the sensitive tensors in fp32.
 
 1. The calibration images are split: two in three calibrate (ONNX Runtime's ``quantize_static``,
-   QDQ, per-channel int8 weights, uint8 activations), one in three validates, never calibrated on.
-2. Agreement is the share of pixels whose argmax equals the fp32 export's on the validation images.
+   QDQ, per-channel int8 weights, uint8 activations), one in three validates, never calibrated on
+   (``MIN_CALIBRATION`` images at least, so that neither side is empty).
+2. Agreement is the share of pixels whose label equals the fp32 export's on the validation images:
+   the argmax of logits, or the label map itself for a labels-output graph.
 3. Below the target, the quantized activation tensors are ranked by sensitivity with ONNX Runtime's
    ``qdq_loss_debug`` tools: each tensor before and after its QuantizeLinear/DequantizeLinear pair
    (the error that pair adds, not the error it inherits), as the mean over channels of the
@@ -30,8 +32,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from segtool.runtime.errors import ParityError
+from segtool.runtime.errors import ParityError, UsageError
+from segtool.runtime.tools.agreement import as_labels, label_agreement
 
+from .config import MIN_CALIBRATION
 from .graph import INPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,10 @@ class VariantBelowTarget(ParityError):
 
 
 def split(batches: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(calibration, validation): every third batch validates."""
+    """(calibration, validation): every third batch validates; ``UsageError`` if either side would be empty."""
+    if len(batches) < MIN_CALIBRATION:
+        raise UsageError(f"int8/fp16 need at least {MIN_CALIBRATION} calibration images (two in three calibrate, "
+                         f"one in three validates); got {len(batches)}")  # fmt: skip
     return [b for k, b in enumerate(batches) if k % 3 != 2], [b for k, b in enumerate(batches) if k % 3 == 2]
 
 
@@ -55,14 +62,19 @@ def _session(model: bytes | str) -> ort.InferenceSession:
 
 
 def labels_of(model: bytes, batches: list[np.ndarray]) -> list[np.ndarray]:
+    """The model's labels for each batch: argmax of its logits, or its own label map (labels-output graphs)."""
     session = _session(model)
-    return [np.asarray(session.run(None, {INPUT_NAME: b})[0]).argmax(1) for b in batches]
+    return [as_labels(np.asarray(session.run(None, {INPUT_NAME: b})[0])) for b in batches]
 
 
 def agreement(model: bytes, batches: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    """Pixel-weighted argmax agreement with ``reference`` labels."""
-    same = sum(int((labels == ref).sum()) for labels, ref in zip(labels_of(model, batches), reference))
-    return same / sum(ref.size for ref in reference)
+    """Pixel-weighted label agreement with ``reference`` labels; ``UsageError`` with nothing to measure on."""
+    pixels = sum(ref.size for ref in reference)
+    if not batches or not pixels:
+        raise UsageError(f"no held-out images to measure agreement on: give at least {MIN_CALIBRATION} calibration "
+                         "images (one in three validates)")  # fmt: skip
+    labels = labels_of(model, batches)
+    return sum(label_agreement(ours, ref) * ref.size for ours, ref in zip(labels, reference, strict=True)) / pixels
 
 
 def median_seconds(model: bytes, batch: np.ndarray, runs: int = 3) -> float:
@@ -211,8 +223,6 @@ def quantize_with_target(fp32_model: bytes, batches: list[np.ndarray], target: f
                          force: bool = False, progress: Progress = log.info) -> tuple[bytes, dict]:  # fmt: skip
     """The int8 model and the record of how it was made; ``VariantBelowTarget`` if it cannot reach ``target``."""
     calibration, validation = split(batches)
-    if not validation:
-        raise VariantBelowTarget("int8 needs at least 3 calibration images (one in three validates)")
     reference = labels_of(fp32_model, validation)
     with tempfile.TemporaryDirectory(prefix="segtool-int8-") as tmp:
         quantizer = Quantizer(fp32_model, calibration, method, Path(tmp))

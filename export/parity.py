@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from segtool.runtime.errors import ShapeMismatch
 from segtool.runtime.tools.agreement import compare_outputs
 from segtool.runtime.tools.synthetic import smooth_image
 
@@ -82,5 +83,9 @@ def compare(graph: SegmentationGraph, onnx_model: bytes, shapes, mean, std, gate
         x = sample_batch(shape, mean, std, seed=k)
         with torch.no_grad():
             ref = graph(torch.from_numpy(x)).numpy()
-        rows.append(row(shape, ref, session.run(None, {INPUT_NAME: x})[0], gate))
+        try:
+            rows.append(row(shape, ref, session.run(None, {INPUT_NAME: x})[0], gate))
+        except ShapeMismatch as exc:
+            raise ShapeMismatch(f"parity gate failed on a {'x'.join(map(str, shape))} input: PyTorch vs ONNX {exc}; "
+                                "nothing written") from None  # fmt: skip
     return rows

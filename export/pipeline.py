@@ -18,7 +18,14 @@ import torchvision
 
 from segtool.runtime.errors import ParityError, UsageError
 from segtool.runtime.files.images import atomic_write_bytes, ensure_writable_dir
-from segtool.runtime.model.metadata import OUTPUT_LABELS, OUTPUT_LOGITS, ModelMetadata
+from segtool.runtime.model.metadata import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OUTPUT_LABELS,
+    OUTPUT_LOGITS,
+    Extras,
+    ModelMetadata,
+)
 from segtool.runtime.model.voc import voc_colormap
 
 from . import parity
@@ -26,10 +33,6 @@ from .config import DEFAULT_MODEL, ExportConfig
 from .graph import SegmentationGraph, to_onnx
 from .models import get_spec
 from .weights import apply_state_dict, resolve_weights
-
-# torchvision's eval transform for these weights (ImageNet statistics, RGB, [0, 1] input).
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -60,8 +63,8 @@ def build_graph(
         model=spec.name,
         classes=spec.classes,
         palette=voc_colormap(len(spec.classes)),
-        mean=MEAN,
-        std=STD,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         channel_order="RGB",
         output=OUTPUT_LABELS if labels_output else OUTPUT_LOGITS,
         weights=identity,
@@ -120,7 +123,7 @@ def export_model(
     progress("loading weights")
     graph, meta = build_graph(config.model, config.weights, config.seed, config.labels_output)
     progress("counting FLOPs")
-    meta.extra["flops"] = count_flops(graph)
+    extra: Extras = {**meta.extra, "flops": count_flops(graph), "precision": config.precision}
     progress("exporting to ONNX (torch.onnx, dynamo)")
     proto = to_onnx(graph, config.opset)
     proto.producer_name, proto.producer_version = "segtool", _version("segtool")
@@ -132,21 +135,21 @@ def export_model(
         gate = config.gate
         progress(f"parity gate: PyTorch vs ONNX Runtime on {len(config.shapes)} shapes")
         rows = parity.compare(graph, proto.SerializeToString(), config.shapes, meta.mean, meta.std, gate)
-        meta.extra["parity"] = {"atol": gate.atol, "rtol": gate.rtol, "min_agreement": gate.min_agreement,
+        extra["parity"] = {"atol": gate.atol, "rtol": gate.rtol, "min_agreement": gate.min_agreement,
                                 "rule": gate.describe(), "provider": "CPUExecutionProvider",
                                 "rows": [r.as_dict() for r in rows]}  # fmt: skip
         if not all(r.passes(gate) for r in rows):
             raise ParityError(f"parity gate failed ({gate.describe()}): ONNX output differs from PyTorch; "
                               f"{output} was not written", rows)  # fmt: skip
-    meta.extra["precision"] = config.precision
     if config.precision != "fp32":
         from .variants import make_variant
 
         progress(f"making the {config.precision} variant")
         data, record = make_variant(proto.SerializeToString(), config, meta.mean, meta.std, progress)
-        meta.extra["variant"] = record
+        extra["variant"] = record
         proto = onnx.load_from_string(data)
         del proto.metadata_props[:]
+    meta = replace(meta, extra=extra)
     onnx.helper.set_model_props(proto, meta.to_props())
     progress(f"writing {output}")
     output.parent.mkdir(parents=True, exist_ok=True)

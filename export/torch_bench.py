@@ -18,13 +18,13 @@ from torchvision import transforms as T
 
 from segtool.runtime.tools.benchmark import peak_rss_mb, time_stages
 
-from .pipeline import MEAN, STD, build_graph
+from .pipeline import build_graph
 
 
 def bench_torch(model: str, seed: int, inputs: list[str], runs: int, warmup: int, device: str = "cpu") -> dict:
     graph, meta = build_graph(model, "random", seed)
     net = graph.model.to(device).eval()
-    transform = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
+    transform = T.Compose([T.ToTensor(), T.Normalize(meta.mean, meta.std)])
     palette = meta.palette.reshape(-1).tolist()
     workdir = Path(tempfile.mkdtemp(prefix="segtool-torch-bench-"))
 

@@ -8,7 +8,8 @@
 - fp16: ``onnxruntime.transformers.float16.convert_float_to_float16`` with fp32 inputs and
   outputs kept, so callers do not change; for GPU providers (slower on CPUs).
 
-Each variant is measured against the fp32 model it came from (argmax agreement, logit error)
+Each variant is measured against the fp32 model it came from (label agreement: the argmax of
+logits, or the label map of a ``--labels-output`` graph; logit error where there are logits)
 on the parity inputs, and the result is stored in the file's metadata.
 """
 
@@ -27,7 +28,7 @@ from segtool.runtime.errors import UsageError
 from segtool.runtime.jobs import iter_images
 from segtool.runtime.model.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
 
-from .config import ExportConfig
+from .config import MIN_CALIBRATION, ExportConfig
 from .graph import INPUT_NAME
 from .int8 import VariantBelowTarget, agreement, labels_of, quantize_with_target, split
 from .parity import ParityRow, row, sample_batch
@@ -39,8 +40,11 @@ def calibration_batches(mean, std, source: Path | None, count: int, size: int) -
     """Model inputs for calibration and a description of where they came from.
 
     ``source`` is a folder of images or a video (frames); unreadable images are skipped with a
-    warning, as ``segtool run`` does. None means generated smooth images.
+    warning, as ``segtool run`` does. None means generated smooth images. ``UsageError`` for fewer
+    than ``MIN_CALIBRATION`` images: the split would leave nothing to calibrate or to validate on.
     """
+    if count < MIN_CALIBRATION:
+        raise UsageError(f"--calibration-count {count}: at least {MIN_CALIBRATION} images are needed")
     if source is None:
         shapes = [(1, 3, size, size)] * count
         return [
@@ -54,9 +58,11 @@ def calibration_batches(mean, std, source: Path | None, count: int, size: int) -
     ]
     for message in skipped:
         log.warning("calibration: skipped %s", message)
-    if not batches:
-        raise UsageError(f"--calibration {source}: no readable images or frames found")
     note = f", {len(skipped)} unreadable skipped" if skipped else ""
+    if len(batches) < MIN_CALIBRATION:  # the argument cannot work, as a missing folder cannot: a usage error
+        found = f"only {len(batches)} readable" if batches else "no readable"
+        raise UsageError(f"--calibration {source}: {found} images or frames found{note}; int8/fp16 need at least "
+                         f"{MIN_CALIBRATION} (two in three calibrate, one in three validates)")  # fmt: skip
     return batches, f"{len(batches)} images from {source}, long side {size}{note}"
 
 
@@ -87,9 +93,10 @@ def make_variant(fp32_model: bytes, config: ExportConfig, mean, std,
                  progress: Callable[[str], None] = lambda stage: None) -> tuple[bytes, dict]:  # fmt: skip
     """fp32 ONNX bytes -> (variant bytes, metadata record of how it was made and how close it is).
 
-    Both variants must reach ``config.variant_target`` argmax agreement with fp32 on held-out
+    Both variants must reach ``config.variant_target`` label agreement with fp32 on held-out
     images (int8: those of its calibration source it did not calibrate on; fp16: the same kind of
-    split of the same source), or are refused unless ``config.force``.
+    split of the same source), or are refused unless ``config.force``. Labels are the argmax of
+    logits, or the label maps themselves for a labels-output graph (``int8.labels_of``).
     """
     batches, source = calibration_batches(mean, std, config.calibration, config.calibration_count,
                                           config.calibration_size)  # fmt: skip

@@ -44,6 +44,10 @@ class ParityError(SegtoolError):
         self.rows = list(rows or [])
 
 
+class ShapeMismatch(ParityError):
+    """Two outputs that must be compared pixel by pixel differ in shape (e.g. ONNX vs PyTorch in the gate)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every cleanup path for an interrupt runs for it too."""
 

@@ -27,7 +27,7 @@ import numpy as np
 from segtool.runtime.errors import InputError, SegtoolError, UsageError, interrupt_name
 from segtool.runtime.files.colors import class_counts, shares_from_counts
 from segtool.runtime.files.images import DEFAULT_MAX_PIXELS, decode_image, decoded_size, read_bytes, read_image
-from segtool.runtime.files.pictures import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Painter, output_paths, save_pictures
+from segtool.runtime.files.pictures import IMAGE_OUTPUTS, VIDEO_OUTPUTS, Painter, output_paths, save_pictures
 from segtool.runtime.files.sources import BAD, IMAGE, Discovery, Source, expand
 from segtool.runtime.files.video import VideoSink, VideoSource
 from segtool.runtime.model.memory import auto_tile
@@ -185,7 +185,7 @@ def process(seg: Runner, item: Source | Decoded | bytes, options: JobOptions = J
     if out_dir is None:
         result.labels, result.pictures = done.labels, pictures
     else:
-        result.outputs = save_pictures(painter, pictures, output_paths(out_dir, item.stem, kinds, IMAGE_SUFFIXES))
+        result.outputs = save_pictures(painter, pictures, output_paths(out_dir, item.stem, kinds, IMAGE_OUTPUTS))
     result.seconds = round(time.perf_counter() - started, 4)
     return result
 
@@ -246,7 +246,7 @@ def segment_video(
             if not options.max_frames
             else min(video.frame_count or options.max_frames, options.max_frames)
         )
-        sink = VideoSink(output_paths(out_dir, source.stem, options.video_kinds, VIDEO_SUFFIXES), video.fps)
+        sink = VideoSink(output_paths(out_dir, source.stem, options.video_kinds, VIDEO_OUTPUTS), video.fps)
         frames_dir = _FramesFolder(out_dir / f"{source.stem}_frames") if "labels" in options.video_kinds else None
         index = 0
 
@@ -301,8 +301,8 @@ def outputs_complete(source: Source, out_dir: Path, options: JobOptions) -> bool
     """Every output of ``source`` is already there (writes are atomic, so present means whole)."""
     if source.kind == BAD or source.live:
         return False
-    kinds, suffixes = (options.image_kinds, IMAGE_SUFFIXES) if source.kind == IMAGE else (options.video_kinds,
-                                                                                            VIDEO_SUFFIXES)  # fmt: skip
+    kinds, suffixes = (options.image_kinds, IMAGE_OUTPUTS) if source.kind == IMAGE else (options.video_kinds,
+                                                                                            VIDEO_OUTPUTS)  # fmt: skip
     paths = list(output_paths(out_dir, source.stem, kinds, suffixes).values())
     if source.kind != IMAGE and "labels" in kinds:
         paths.append(out_dir / f"{source.stem}_frames")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from segtool.runtime.errors import UsageError
 from segtool.runtime.files.images import atomic_write_bytes
+from segtool.runtime.model.metadata import PREFIX, REQUIRED
 from segtool.runtime.model.segmenter import Segmenter
 
 TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(uint8)": "TYPE_UINT8",
@@ -76,11 +77,8 @@ def config_text(seg: Segmenter, options: TritonOptions) -> str:
     if options.tensorrt:
         precision = "FP16" if meta.precision == "fp16" else "FP32"
         lines.append(TENSORRT.replace("PRECISION", precision))
-    parameters = {"segtool.model": meta.model, "segtool.classes": json.dumps(list(meta.classes)),
-                  "segtool.palette": json.dumps(meta.palette.tolist()), "segtool.mean": json.dumps(list(meta.mean)),
-                  "segtool.std": json.dumps(list(meta.std)), "segtool.channel_order": meta.channel_order,
-                  "segtool.output": meta.output, "segtool.weights": json.dumps(meta.weights, sort_keys=True),
-                  "segtool.precision": meta.precision}  # fmt: skip
+    props = meta.to_props()  # the file's own segtool.* properties: the required ones and the precision
+    parameters = {PREFIX + key: props[PREFIX + key] for key in REQUIRED} | {PREFIX + "precision": meta.precision}
     for key, value in parameters.items():
         lines.append(f"parameters {{\n  key: {json.dumps(key)}\n  value: {{ string_value: {json.dumps(value)} }}\n}}")
     return "\n".join(lines) + "\n"

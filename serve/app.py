@@ -9,6 +9,7 @@ The server never fetches a URL or opens a path named in a request: images arrive
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from segtool.runtime import Segmenter
-from segtool.runtime.errors import InputError
+from segtool.runtime.errors import InputError, ModelError
 
 from .metrics import Metrics
 from .routes_kserve import kserve_router
@@ -28,6 +29,7 @@ from .routes_segment import segment_router
 from .worker import InferenceWorker, Overloaded
 
 HEALTH = ("/v2/health/live", "/v2/health/ready")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,14 @@ def create_app(model: str | Path | Segmenter, settings: ServeSettings = ServeSet
     @app.exception_handler(InputError)
     async def bad_input(request: Request, exc: InputError):
         return error(400, str(exc))
+
+    # A fault of the model or the device (a node that fails, a CUDA error; DeviceError is a ModelError) during a
+    # request: 500, logged. Never 400, the request was fine; not 503 either, which here means "busy, retry shortly"
+    # (the full queue, with Retry-After): a broken model or device does not pass with a retry, and someone must look.
+    @app.exception_handler(ModelError)
+    async def model_fault(request: Request, exc: ModelError):
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return error(500, str(exc))
 
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, exc: TooLarge):

@@ -1,15 +1,16 @@
-"""`segtool eval` metrics against hand-computed values, bad data, and `segtool compare`."""
+"""`segtool eval` metrics against hand-computed values, bad data, and `segtool compare`.
+
+The CLI runs in this process (``run_in_process``); `eval` and `compare` once each as the console script."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
-from conftest import assert_clean_failure, labels_png, run_segtool, scene
+from conftest import assert_clean_failure, make_video, make_voc, run_in_process, run_segtool, scene
 
 from segtool.export import export_model
 from segtool.runtime import VOC_CLASSES, Segmenter
@@ -23,17 +24,6 @@ PRED = np.array([[0, 1, 1, 1], [0, 0, 2, 2], [2, 0, 1, 1]], np.uint8)
 # By hand: rows = truth, cols = prediction, void pixels dropped.
 EXPECTED = np.array([[2, 1, 0], [0, 3, 1], [1, 0, 2]])  # trace 7 of 10 pixels
 EXPECTED_IOU = (2 / (3 + 3 - 2), 3 / (4 + 4 - 3), 2 / (3 + 3 - 2))
-
-
-def make_voc(root: Path, samples: dict[str, tuple[np.ndarray, np.ndarray]], split: str = "val") -> Path:
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for name, (image, mask) in samples.items():
-        cv2.imwrite(str(root / "JPEGImages" / f"{name}.jpg"), image)
-        if mask is not None:
-            (root / "SegmentationClass" / f"{name}.png").write_bytes(labels_png(mask))
-    (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(samples) + "\n")
-    return root
 
 
 class KnownPredictions:
@@ -108,7 +98,7 @@ def bad_voc(tmp_path):
 
 
 def test_bad_samples_are_counted_and_strict_stops(bad_voc, model_path):
-    proc = run_segtool("eval", model_path, "--data", bad_voc, "--resize", "none", "--json")
+    proc = run_in_process("eval", model_path, "--data", bad_voc, "--resize", "none", "--json")
     assert_clean_failure(
         proc,
         1,
@@ -119,13 +109,13 @@ def test_bad_samples_are_counted_and_strict_stops(bad_voc, model_path):
     )
     report = json.loads(proc.stdout)
     assert report["images"] == 1 and len(report["problems"]) == 3
-    strict = run_segtool("eval", model_path, "--data", bad_voc, "--resize", "none", "--strict")
+    strict = run_in_process("eval", model_path, "--data", bad_voc, "--resize", "none", "--strict")
     assert_clean_failure(strict, 1, "nomask: no mask")
     assert "smaller" not in strict.stderr
 
 
 def test_missing_split_file(tmp_path, model_path):
-    proc = run_segtool("eval", model_path, "--data", tmp_path)
+    proc = run_in_process("eval", model_path, "--data", tmp_path)
     assert_clean_failure(proc, 2, "val.txt not found")
 
 
@@ -171,8 +161,6 @@ def test_compare_model_with_itself_and_with_another(tmp_path, model_path, other_
 
 
 def test_compare_cli_on_an_image_and_video_frames(tmp_path, model_path):
-    from test_video import make_video
-
     image = tmp_path / "still.png"
     cv2.imwrite(str(image), scene(30, 40))
     make_video(tmp_path / "clip.mp4", frames=5, width=40, height=30)
@@ -204,17 +192,17 @@ def test_compare_cli_on_an_image_and_video_frames(tmp_path, model_path):
     names = iter_images([str(tmp_path / "nope.jpg"), str(image)], on_error=lambda n, m: problems.append(m))
     assert [name for name, _ in names] == [str(image)]  # a bad input is reported and skipped
     assert len(problems) == 1 and "no such file" in problems[0]
-    bad = run_segtool("compare", model_path, model_path, "--images", tmp_path / "nope.jpg", "--images", image)
+    bad = run_in_process("compare", model_path, model_path, "--images", tmp_path / "nope.jpg", "--images", image)
     assert_clean_failure(bad, 1, "nope.jpg: no such file")
     assert "pixel agreement" in bad.stdout  # the good image was still compared
-    empty = run_segtool("compare", model_path, model_path, "--images", tmp_path / "nope.jpg", "--json")
+    empty = run_in_process("compare", model_path, model_path, "--images", tmp_path / "nope.jpg", "--json")
     assert_clean_failure(empty, 1, "nothing compared")
     assert json.loads(empty.stdout)["pixel_agreement"] is None  # JSON null, never NaN
 
 
 def test_eval_on_an_empty_split_is_json_null_never_nan(tmp_path, model_path):
     root = make_voc(tmp_path / "voc", {})
-    proc = run_segtool("eval", model_path, "--data", root, "--json", "--device", "cpu")
+    proc = run_in_process("eval", model_path, "--data", root, "--json", "--device", "cpu")
     assert_clean_failure(proc, 1, "no usable sample")
     assert "NaN" not in proc.stdout
     report = json.loads(proc.stdout)

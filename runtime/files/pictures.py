@@ -22,14 +22,15 @@ from segtool.runtime.model.metadata import ModelMetadata
 
 RANDOM_STAMP = "RANDOM WEIGHTS - labels are meaningless"
 IMAGE_KINDS = ("labels", "mask", "overlay", "side-by-side")
-#: file name suffix of each kind: still images, then videos (labels of videos go to <stem>_frames/)
-IMAGE_SUFFIXES = {
+#: output kind -> file name ending, for still images and for videos (labels of videos go to <stem>_frames/);
+#: the input suffixes are IMAGE_SUFFIXES (files.images) and VIDEO_SUFFIXES (files.sources)
+IMAGE_OUTPUTS = {
     "labels": "_labels.png",
     "mask": "_mask.png",
     "overlay": "_overlay.jpg",
     "side-by-side": "_side-by-side.jpg",
 }
-VIDEO_SUFFIXES = {"mask": "_mask.mp4", "overlay": "_overlay.mp4", "side-by-side": "_side-by-side.mp4"}
+VIDEO_OUTPUTS = {"mask": "_mask.mp4", "overlay": "_overlay.mp4", "side-by-side": "_side-by-side.mp4"}
 
 
 class Painter:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict, get_args
 
 import numpy as np
 
@@ -22,10 +22,26 @@ from segtool.runtime.errors import ModelError
 FORMAT_VERSION = "1"
 PREFIX = "segtool."
 
-OUTPUT_LOGITS = "logits"  # float32 [N, C, H, W]
-OUTPUT_LABELS = "labels"  # uint8 [N, H, W], argmax done in the graph
+OutputKind = Literal["logits", "labels"]
+OUTPUT_LOGITS: OutputKind = "logits"  # float32 [N, C, H, W]
+OUTPUT_LABELS: OutputKind = "labels"  # uint8 [N, H, W], argmax done in the graph
+Precision = Literal["fp32", "int8", "fp16"]  # fp32; int8 for the CPU provider; fp16 for GPU providers
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+#: torchvision's eval transform for ImageNet-trained backbones (RGB in [0, 1]); the default for every export
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_CLASSES = 256  # labels are uint8
 REQUIRED = ("format", "model", "classes", "palette", "mean", "std", "channel_order", "output", "weights")
+
+
+class Extras(TypedDict, total=False):
+    """The optional segtool.* keys an export writes besides the required ones (all JSON in the file)."""
+
+    precision: Precision
+    published: dict  # torchvision's published accuracy and checkpoint identity for its weights
+    flops: dict  # {"flops", "height", "width", "per_pixel"} of one forward pass
+    parity: dict  # the fp32 gate: tolerances, rule, provider, one row per shape
+    variant: dict  # int8/fp16: agreement with fp32, target, met, calibration, fp32 tensors
 
 
 @dataclass(frozen=True)
@@ -36,19 +52,19 @@ class ModelMetadata:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     channel_order: str  # channel order the graph expects: "RGB"
-    output: str  # OUTPUT_LOGITS or OUTPUT_LABELS
+    output: OutputKind
     weights: dict
     versions: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)  # other segtool.* keys, parsed JSON where possible
+    extra: Extras = field(default_factory=lambda: Extras())  # other segtool.* keys, parsed JSON where possible
 
     @property
     def random_weights(self) -> bool:
         return self.weights.get("kind") == "random"
 
     @property
-    def precision(self) -> str:
+    def precision(self) -> Precision:
         """fp32, int8 (CPU-targeted) or fp16 (GPU-targeted)."""
-        return str(self.extra.get("precision", "fp32"))
+        return self.extra.get("precision", "fp32")
 
     @property
     def weights_label(self) -> str:
@@ -163,7 +179,7 @@ def _parse(props: dict[str, str]) -> tuple[dict, list[str]]:
         "versions": versions,
     }
     parsed.pop("format")
-    fields["extra"] = parsed
+    fields["extra"] = Extras(**parsed)  # type: ignore[typeddict-item]  # unknown keys are kept as they are
     return fields, []
 
 

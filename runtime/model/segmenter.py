@@ -7,12 +7,14 @@ data flows one way through it: image array -> normalized tensor -> output -> uin
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from segtool.runtime.errors import InputError, ModelError, SegtoolError
+from segtool.runtime.errors import DeviceError, InputError, ModelError, SegtoolError
 from segtool.runtime.model.metadata import OUTPUT_LABELS, ModelMetadata
 from segtool.runtime.model.postprocess import argmax_channels, resize_labels
 from segtool.runtime.model.prefetch import prefetch
@@ -22,6 +24,33 @@ from segtool.runtime.model.session import CPU, create_session
 from segtool.runtime.model.tiling import segment_tiled
 
 log = logging.getLogger(__name__)
+
+# ONNX Runtime's own error classes (Fail, InvalidArgument, RuntimeException, EPFail, ...) derive from
+# Exception, not RuntimeError: every one of them is caught by name.
+ORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    cls for cls in vars(ort_state).values() if isinstance(cls, type) and issubclass(cls, Exception)
+)
+SESSION_ERRORS: tuple[type[BaseException], ...] = (*ORT_ERRORS, RuntimeError, MemoryError)
+_DEVICE_ERRORS = tuple(getattr(ort_state, name) for name in ("EPFail", "DeviceReset") if hasattr(ort_state, name))
+# A failed allocation for one input (std::bad_alloc, the CPU or CUDA arena, cudaErrorMemoryAllocation) is that
+# input's failure: a smaller one goes through.
+_ALLOCATION = re.compile(r"bad_alloc|bad allocation|failed to allocate|out of memory|MemoryAllocation", re.I)
+_DEVICE = re.compile(r"cuda|cudnn|cublas|tensorrt|execution provider", re.I)
+
+
+def inference_error(exc: BaseException, shape: tuple[int, ...], provider: str) -> SegtoolError:
+    """An exception from a session's run -> ``InputError`` when the input is at fault (wrong rank, type
+    or size, or too large for memory), else ``DeviceError`` (the execution provider or GPU) or
+    ``ModelError`` (a node that fails): a fault of the model or the device, never blamed on the input."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    size = "x".join(map(str, shape))
+    if isinstance(exc, (MemoryError, ort_state.InvalidArgument)) or _ALLOCATION.search(str(exc)):
+        return InputError(f"inference failed on a {size} input ({first})")
+    if isinstance(exc, _DEVICE_ERRORS) or _DEVICE.search(str(exc)):
+        return DeviceError(f"{provider} failed during inference on a {size} input ({first}): a fault of the "
+                           "device, not of the input")  # fmt: skip
+    return ModelError(f"the model failed during inference on a {size} input ({first}): a fault of the model, "
+                      "not of the input")  # fmt: skip
 
 
 class Segmenter:
@@ -87,9 +116,8 @@ class Segmenter:
             binding.bind_output(self.output_name)
             self.session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
-        except (RuntimeError, MemoryError) as exc:  # ORT's Fail/RuntimeException (e.g. bad_alloc) are RuntimeErrors
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise InputError(f"inference failed on a {'x'.join(map(str, tensor.shape))} input ({first})") from None
+        except SESSION_ERRORS as exc:
+            raise inference_error(exc, tensor.shape, self.provider) from exc
 
     def labels_at(self, output: np.ndarray, height: int, width: int) -> list[np.ndarray]:
         """Model output for a batch -> one uint8 label map per image, at (height, width)."""

@@ -16,12 +16,14 @@ import io
 import os
 import platform
 from pathlib import Path
+from typing import Literal, get_args
 
 import onnxruntime as ort
 
 from segtool.runtime.errors import DeviceError, UsageError
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+Device = Literal["auto", "cpu", "cuda", "tensorrt"]
+DEVICES: tuple[Device, ...] = get_args(Device)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

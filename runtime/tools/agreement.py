@@ -7,11 +7,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segtool.runtime.errors import ShapeMismatch
+
+
+def as_labels(output: np.ndarray) -> np.ndarray:
+    """A model's output as labels: the argmax over C of [N, C, H, W] logits (ties keep the lowest
+    class, as ONNX ArgMax does); [N, H, W] labels of a labels-output graph as they are."""
+    return output.argmax(1) if output.ndim == 4 else output
+
 
 def label_agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Fraction of pixels with the same class in two label maps (or two [N, H, W] batches)."""
     if a.shape != b.shape:
-        raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
+        raise ShapeMismatch(f"label maps differ in shape: {a.shape} vs {b.shape}")
     return float(np.mean(a == b)) if a.size else 1.0
 
 
@@ -28,12 +36,13 @@ class OutputDiff:
 def compare_outputs(a: np.ndarray, b: np.ndarray) -> OutputDiff:
     """Outputs of two graphs on the same input: [N, C, H, W] logits or [N, H, W] labels.
 
-    Labels are the argmax over C for logits (ties keep the lowest class, as ONNX ArgMax does).
+    ``ShapeMismatch`` if their labels differ in shape, or both are logits of different shapes
+    (another class count: the labels alone would hide it).
     """
-    labels_a = a.argmax(1) if a.ndim == 4 else a
-    labels_b = b.argmax(1) if b.ndim == 4 else b
-    agreement = label_agreement(labels_a, labels_b)
-    if a.ndim == 4 and a.shape == b.shape:
+    if a.ndim == 4 and b.ndim == 4 and a.shape != b.shape:
+        raise ShapeMismatch(f"logits differ in shape: {a.shape} vs {b.shape}")
+    agreement = label_agreement(as_labels(a), as_labels(b))
+    if a.ndim == 4 and b.ndim == 4:
         diff = np.abs(a.astype(np.float32) - b.astype(np.float32))
         return OutputDiff(agreement, float(diff.max()), float(diff.mean(dtype=np.float64)))
     return OutputDiff(agreement)
