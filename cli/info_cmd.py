@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from segtool.runtime.model.metadata import NO_METADATA
 from segtool.runtime.tools.describe import describe
 
 from .common import Device, JsonOut, error_line, open_model, say
@@ -16,6 +17,38 @@ from .common import Device, JsonOut, error_line, open_model, say
 def dims_text(shape) -> str:
     """[batch, 3, height, width]: symbolic dims by name, fixed ones by value."""
     return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
+
+
+SHOWN_APART = ("parity", "published", "output_stride", "input_size", "precision")  # extras with their own row
+
+
+def published_text(d: dict) -> str:
+    """torchvision's figures, or why there are none to show for these weights."""
+    p = d["published"]
+    if not p:
+        return "n/a (not the published weights)"
+    miou = "n/a" if p.get("miou") is None else f"{p['miou']}"
+    acc = "n/a" if p.get("pixel_acc") is None else f"{p['pixel_acc']}"
+    return f"mIoU {miou}, pixel accuracy {acc} on {p.get('dataset')} (torchvision's figures for {p.get('weights')})"
+
+
+def size_text(d: dict) -> str:
+    """The size with the external data files (named when there are a few, counted when many)."""
+    files = d["external_data"]
+    missing = [e["file"] for e in files if e["size_mb"] is None]
+    if not files:
+        return f"{d['size_mb']} MB"
+    if len(files) <= 3:
+        named = ", ".join(f"{e['file']} {'MISSING' if e['size_mb'] is None else str(e['size_mb']) + ' MB'}"
+                          for e in files)  # fmt: skip
+        return f"{d['size_mb']} MB with external data: {named}"
+    gone = f", {len(missing)} MISSING (e.g. {missing[0]})" if missing else ""
+    return f"{d['size_mb']} MB with {len(files)} external data files{gone}"
+
+
+def output_text(d: dict) -> str:
+    stride = d["output_stride"]
+    return d["output_kind"] + (f", 1/{stride} of the input size (upsampled at run time)" if stride > 1 else "")
 
 
 def rows(d: dict) -> list[tuple[str, str]]:
@@ -30,8 +63,15 @@ def rows(d: dict) -> list[tuple[str, str]]:
         ("classes", f"{len(d['classes'])}: " + ", ".join(d["classes"])),
         ("palette", " ".join(f"{i}:{tuple(c)}" for i, c in enumerate(d["palette"][: len(d["classes"])]))),
         ("normalization", f"{d['channel_order']} in [0,1], mean {d['mean']}, std {d['std']}"),
-        ("output", d["output_kind"]),
+        ("output", output_text(d)),
+        *(
+            [("input size", f"{d['input_size'][1]}x{d['input_size'][0]} only (images are resized to it)")]
+            if d["input_size"]
+            else []
+        ),
         ("precision", d["precision"]),
+        ("verified", d["verified_label"]),
+        ("published", published_text(d)),
         *graph,
         ("versions", ", ".join(f"{k} {v}" for k, v in d["versions"].items())),
     ]
@@ -48,7 +88,7 @@ def rows(d: dict) -> list[tuple[str, str]]:
                 ),
             )
         )
-    table += [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in d["extra"].items() if k != "parity"]
+    table += [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in d["extra"].items() if k not in SHOWN_APART]
     return table + providers
 
 
@@ -62,10 +102,12 @@ def info(
     if json_out:
         print(json.dumps(d, indent=2))
     else:
-        say(f"{d['file']} ({d['size_mb']} MB)")
+        say(f"{d['file']} ({size_text(d)})")
         for key, value in rows(d):
             say(f"  {key + ':':15} {value}")
     for problem in d["problems"]:
-        error_line(f"{model}: {problem}")
+        hint = f"; make it a segtool model with `segtool adopt {model} --classes CLASSES.txt`" if (
+            problem == NO_METADATA) else ""  # fmt: skip
+        error_line(f"{model}: {problem}{hint}")
     if d["problems"]:
         raise typer.Exit(2)

@@ -19,6 +19,7 @@ from typer.exceptions import TyperException
 from segtool.runtime import errors as E
 
 from . import (
+    adopt_cmd,
     bench_cmd,
     compare_cmd,
     demo_cmd,
@@ -44,7 +45,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "export": export_cmd.export, "run": run_cmd.run, "info": info_cmd.info, "demo": demo_cmd.demo,
     "bench": bench_cmd.bench, "doctor": doctor_cmd.doctor, "eval": eval_cmd.eval_model,
     "compare": compare_cmd.compare, "serve": serve_cmd.serve, "triton": triton_cmd.triton,
-    "models": models_cmd.models,
+    "models": models_cmd.models, "adopt": adopt_cmd.adopt,
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -37,8 +38,13 @@ DECODE_CPUS = 0.1
 def connect(address: str) -> None:
     """``local``: a Ray instance in this process on this machine's cores; ``auto``: the cluster
     started with `ray start`; ``ray://host:port``: a remote cluster through Ray Client."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the driver's C++ core worker: no notices
     import ray
 
+    # Ray's own log lines and warnings stay out of segtool's output (the driver shows its own bar).
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray(\.|$)")
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
     if address == "local":  # on loopback only
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)  # type: ignore[arg-type]
@@ -134,6 +140,7 @@ def run_ray(model: Path, sources: list[Source], out_dir: Path, options: JobOptio
             ds = ds.map(decode, num_cpus=DECODE_CPUS)
             ds = ds.map_batches(SegmentActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
                                 num_cpus=max(DECODE_CPUS, actor_threads - DECODE_CPUS), num_gpus=gpus_per_actor or None,
+                                max_restarts=0,  # a failed actor is that input's failure, not a silent retry
                                 fn_constructor_kwargs={"model": str(Path(model).resolve()), "device": device,
                                                        "threads": actor_threads, "options": asdict(options),
                                                        "out_dir": str(Path(out_dir).resolve())})  # fmt: skip

@@ -1,6 +1,8 @@
 """`segtool triton`: a model repository for Triton Inference Server's ONNX Runtime backend.
 
-Writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx`` (the exported file, unchanged).
+Writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx`` (the exported file, unchanged),
+with the external data files it names beside it in ``1/`` (ONNX Runtime reads them from the
+model's folder: without them Triton cannot load the model).
 The config declares the graph's own input and output (``image`` TYPE_FP32 [3, -1, -1] with a
 batch dimension when ``max_batch_size`` > 0), and can add instance groups, dynamic batching and
 the TensorRT accelerator; segtool's metadata (classes, palette, normalization, weights) rides
@@ -10,14 +12,18 @@ along as string parameters. See Triton's model configuration documentation.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from segtool.runtime.errors import UsageError
+from segtool.runtime.errors import ModelError, OutputError, UsageError
 from segtool.runtime.files.images import atomic_write_bytes
+from segtool.runtime.model.external import external_locations, safe_location
 from segtool.runtime.model.metadata import PREFIX, REQUIRED
 from segtool.runtime.model.segmenter import Segmenter
+
+log = logging.getLogger(__name__)
 
 TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(uint8)": "TYPE_UINT8",
          "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32"}  # fmt: skip
@@ -65,8 +71,15 @@ def config_text(seg: Segmenter, options: TritonOptions) -> str:
         raise UsageError("--tensorrt needs --kind gpu")
     meta = seg.meta
     batched = options.max_batch_size > 0
+    if batched and seg.fixed_batch is not None:  # Triton batches along a dimension the graph leaves open
+        log.warning("the graph takes batches of exactly %d: writing max_batch_size 0 (no batching by Triton)",
+                    seg.fixed_batch)  # fmt: skip
+        if options.dynamic_batching:
+            raise UsageError(f"--dynamic-batching needs a graph with an open batch dimension (this one takes "
+                             f"batches of exactly {seg.fixed_batch}); use --max-batch 0")  # fmt: skip
+        batched = False
     name = options.name or meta.model
-    lines = [f'name: "{name}"', 'backend: "onnxruntime"', f"max_batch_size: {options.max_batch_size}",
+    lines = [f'name: "{name}"', 'backend: "onnxruntime"', f"max_batch_size: {options.max_batch_size if batched else 0}",
              "input [\n" + ",\n".join(_tensor(i, batched) for i in seg.session.get_inputs()) + "\n]",
              "output [\n" + ",\n".join(_tensor(o, batched) for o in seg.session.get_outputs()) + "\n]",
              INSTANCES.format(count=options.instances, kind=options.kind.upper())]  # fmt: skip
@@ -79,6 +92,9 @@ def config_text(seg: Segmenter, options: TritonOptions) -> str:
         lines.append(TENSORRT.replace("PRECISION", precision))
     props = meta.to_props()  # the file's own segtool.* properties: the required ones and the precision
     parameters = {PREFIX + key: props[PREFIX + key] for key in REQUIRED} | {PREFIX + "precision": meta.precision}
+    for key in ("output_stride", "input_size"):  # what a client must know to use the raw output
+        if PREFIX + key in props:
+            parameters[PREFIX + key] = props[PREFIX + key]
     for key, value in parameters.items():
         lines.append(f"parameters {{\n  key: {json.dumps(key)}\n  value: {{ string_value: {json.dumps(value)} }}\n}}")
     return "\n".join(lines) + "\n"
@@ -86,12 +102,31 @@ def config_text(seg: Segmenter, options: TritonOptions) -> str:
 
 def write_repository(model: Path, repo: Path, options: TritonOptions = TritonOptions(), device: str = "cpu") -> Path:
     """Write (or replace) one model's folder in a Triton model repository; returns that folder."""
-    seg = Segmenter(model, device=device, warn_random=False)
+    seg = Segmenter(model, device=device, warn_random=False)  # opens with its external data, or fails here
     text = config_text(seg, options)
+    data = [safe_location(location, model) for location in external_locations(model)]
+    missing = [str(model.parent / d) for d in data if not (model.parent / d).is_file()]
+    if missing:
+        raise ModelError(f"{model}: external data file {missing[0]} not found")
     folder = repo / (options.name or seg.meta.model)
-    (folder / "1").mkdir(parents=True, exist_ok=True)
-    temp = folder / "1" / ".model.onnx.partial"
-    shutil.copyfile(model, temp)
-    temp.replace(folder / "1" / "model.onnx")
+    version = folder / "1"
+    try:
+        version.mkdir(parents=True, exist_ok=True)
+        for relative in data:  # the data first: model.onnx never names files that are not there yet
+            target = version / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy(model.parent / relative, target)
+        _copy(model, version / "model.onnx")
+    except OSError as exc:
+        raise OutputError(f"cannot write the Triton repository {folder}: {exc.strerror or exc}") from None
     atomic_write_bytes(folder / "config.pbtxt", text.encode())
     return folder
+
+
+def _copy(source: Path, target: Path) -> None:
+    temp = target.with_name(f".{target.name}.partial")
+    try:
+        shutil.copyfile(source, temp)
+        temp.replace(target)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SEGTOOL, run_segtool, scene
+from conftest import SEGTOOL, interrupt_segtool, run_segtool, scene, scene_video
 from PIL import Image
 from servers import free_port
 
@@ -21,7 +22,7 @@ RAY = str(Path(SEGTOOL).with_name("ray"))
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def ray_cluster() -> Iterator[dict[str, str]]:
     """A one-node cluster on loopback; token auth off (it is for clusters reached over a network)."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -38,10 +39,7 @@ def inputs(tmp_path_factory) -> Path:
     for k in range(4):
         cv2.imwrite(str(folder / f"img{k}.jpg"), scene(60 + 7 * k, 80 + 5 * k, seed=k))
     (folder / "broken.png").write_bytes(b"not a png")
-    writer = cv2.VideoWriter(str(folder / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (48, 32))
-    for k in range(3):
-        writer.write(scene(32, 48, seed=k))
-    writer.release()
+    scene_video(folder / "clip.mp4", frames=3, width=48, height=32)
     return folder
 
 
@@ -76,17 +74,17 @@ def test_ray_labels_equal_a_plain_run_and_the_manifest_records_everything(ray_cl
     assert not list((tmp_path / "ray").glob(".*"))
 
 
-def test_skip_existing_does_no_work_the_second_time(ray_cluster, inputs, tiny_model_path, tmp_path):
+def test_skip_existing_does_no_work_the_second_time(ray_cluster, inputs, tiny, tmp_path):
     out = tmp_path / "out"
-    assert ray_run(ray_cluster, inputs, tiny_model_path, out).returncode == 1
+    assert ray_run(ray_cluster, inputs, tiny, out).returncode == 1
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "manifest.parquet"}
     time.sleep(0.05)
-    again = ray_run(ray_cluster, inputs, tiny_model_path, out, "--skip-existing", "--json")
-    assert "(5 already done)" in again.stderr, again.stdout + again.stderr
+    again = ray_run(ray_cluster, inputs, tiny, out, "--skip-existing", "--json")
+    assert ", 5 already done" in again.stderr, again.stdout + again.stderr
     summary = json.loads(again.stdout)
     assert summary["existing"] == 5 and summary["inputs"] == 6 and summary["failed"] == 1
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "manifest.parquet"} == stamps
-    plain = run_segtool("run", inputs, "--model", tiny_model_path, "--out", out, "--skip-existing", "--json")
+    plain = run_segtool("run", inputs, "--model", tiny, "--out", out, "--skip-existing", "--json")
     assert json.loads(plain.stdout)["existing"] == 5
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "manifest.parquet"} == stamps
 
@@ -97,26 +95,15 @@ def test_ctrl_c_of_the_driver_leaves_no_partial_file(ray_cluster, model_path, tm
     for k in range(40):
         cv2.imwrite(str(folder / f"p{k:02d}.jpg"), scene(240, 320, seed=k))
     out = tmp_path / "out"
-    command = [SEGTOOL, "run", str(folder), "--model", str(model_path), "--out", str(out), "--ray", "auto",
-               "--device", "cpu"]  # fmt: skip
-    process = subprocess.Popen(command, env={**os.environ, **ray_cluster}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 180
-    while not list(out.glob("*_overlay.jpg")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=180)
-    assert process.returncode == 130, stdout + stderr
-    assert "Traceback" not in stdout + stderr
+    proc = interrupt_segtool(
+        "run", folder, "--model", model_path, "--out", out, "--ray", "auto", "--device", "cpu",
+        ready=lambda: any(out.glob("*_overlay.jpg")), signum=signal.SIGINT, wait=180, timeout=180,
+        env_extra=ray_cluster,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
     done = [p for p in out.iterdir() if not p.name.startswith(".") and p.suffix in (".png", ".jpg")]
     assert 0 < len(done) < 120
     for path in done:
         Image.open(path).load()  # complete, never half-written
     assert len(pq.read_table(out / "manifest.parquet")) < 40
-
-
-@pytest.fixture(scope="module")
-def tiny_model_path(tmp_path_factory) -> Path:
-    from tiny import tiny_model
-
-    return tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx")

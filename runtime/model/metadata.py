@@ -31,6 +31,7 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_CLASSES = 256  # labels are uint8
+NO_METADATA = "has no segtool metadata (not exported by segtool)"
 REQUIRED = ("format", "model", "classes", "palette", "mean", "std", "channel_order", "output", "weights")
 
 
@@ -42,6 +43,9 @@ class Extras(TypedDict, total=False):
     flops: dict  # {"flops", "height", "width", "per_pixel"} of one forward pass
     parity: dict  # the fp32 gate: tolerances, rule, provider, one row per shape
     variant: dict  # int8/fp16: agreement with fp32, target, met, calibration, fp32 tensors
+    adopted: dict  # `segtool adopt`: the source file, its producer, the input/output it had, what was dropped
+    output_stride: int  # the output is 1/stride of the input's height and width (the runtime upsamples it)
+    input_size: list  # [height, width] when the graph only takes that size
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,61 @@ class ModelMetadata:
             return f"torchvision {self.weights.get('name')}"
         if kind == "file":
             return f"checkpoint {self.weights.get('file')} (sha256 {str(self.weights.get('sha256'))[:12]})"
+        if kind == "adopted":
+            return f"adopted ONNX file {self.weights.get('file')} (sha256 {str(self.weights.get('sha256'))[:12]})"
         return json.dumps(self.weights)
+
+    @property
+    def published(self) -> dict | None:
+        """torchvision's published accuracy, only when the weights ARE the ones it was measured on:
+        torchvision's download of that enum member, or a local copy of its checkpoint file (same name,
+        sha256 starting with the prefix in that name). None for random, other, or adopted weights."""
+        published = self.extra.get("published")
+        if not isinstance(published, dict):
+            return None
+        kind = self.weights.get("kind")
+        if kind == "torchvision" and self.weights.get("name") == published.get("weights"):
+            return published
+        prefix = str(published.get("sha256_prefix") or "")
+        if (kind == "file" and prefix and self.weights.get("file") == published.get("checkpoint")
+                and str(self.weights.get("sha256", "")).startswith(prefix)):  # fmt: skip
+            return published
+        return None
+
+    @property
+    def verified(self) -> bool:
+        """Whether this graph was checked against PyTorch: the export's parity gate ran (``extra``
+        has parity rows) and every row passed it. False for --no-verify exports and adopted files."""
+        parity = self.extra.get("parity")
+        rows = parity.get("rows") if isinstance(parity, dict) else None
+        if not isinstance(parity, dict) or not isinstance(rows, list) or not rows:
+            return False
+        least = parity.get("min_agreement", 1.0)
+        return all(
+            isinstance(r, dict)
+            and (r.get("ratio") is None or r["ratio"] <= 1.0)
+            and isinstance(r.get("agreement"), (int, float))
+            and r["agreement"] >= least
+            for r in rows
+        )
+
+    @property
+    def verified_label(self) -> str:
+        """One line on whether the ONNX graph was checked against the PyTorch model it came from."""
+        if self.verified:
+            rows = self.extra["parity"]["rows"]
+            return f"verified: matches PyTorch on {len(rows)} input shape(s) (parity gate)"
+        if self.weights.get("kind") == "adopted":
+            return "not verified: made outside segtool and adopted, never compared with PyTorch"
+        if "parity" in self.extra:
+            return "not verified: the parity gate did not pass"
+        return "not verified: exported without the parity gate (--no-verify)"
+
+    @property
+    def output_stride(self) -> int:
+        """1, or the factor the graph's output is smaller than its input by (recorded by `segtool adopt`)."""
+        stride = self.extra.get("output_stride", 1)
+        return stride if isinstance(stride, int) and not isinstance(stride, bool) and stride > 0 else 1
 
     def to_props(self) -> dict[str, str]:
         props = {
@@ -99,6 +157,9 @@ class ModelMetadata:
     def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
         """Parse and validate the segtool.* properties; ``ModelError`` naming the first bad field."""
         fields, problems = _parse(props)
+        if problems and problems[0] == NO_METADATA:
+            raise ModelError(f"{source}: {problems[0]}; an ONNX file made elsewhere becomes a segtool model with "
+                             f"`segtool adopt {source} --classes CLASSES.txt`")  # fmt: skip
         if problems:
             raise ModelError(f"{source}: {problems[0]}; re-export it with `segtool export`")
         return cls(**fields)
@@ -133,7 +194,7 @@ def _parse(props: dict[str, str]) -> tuple[dict, list[str]]:
     """(constructor fields, problems) for segtool.* properties; problems name the field."""
     ours = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
     if not ours:
-        return {}, ["has no segtool metadata (not exported by segtool)"]
+        return {}, [NO_METADATA]
     missing = [k for k in REQUIRED if k not in ours]
     if missing:
         return {}, [f"segtool metadata is incomplete: no {', '.join(PREFIX + k for k in missing)}"]

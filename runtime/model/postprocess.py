@@ -28,3 +28,17 @@ def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     if labels.shape == (height, width):
         return labels
     return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def resize_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[N, C, h, w] logits -> [N, C, height, width], bilinear with half-pixel centres: what torchvision's
+    models do to their output (``F.interpolate(..., mode="bilinear", align_corners=False)``) before
+    the argmax, for graphs that leave that step out (stride-4 or stride-8 outputs)."""
+    if logits.shape[2:] == (height, width):
+        return logits
+    source = logits if logits.dtype == np.float32 else logits.astype(np.float32)
+    out = np.empty((*logits.shape[:2], height, width), dtype=np.float32)
+    for n in range(source.shape[0]):
+        for c in range(source.shape[1]):
+            out[n, c] = cv2.resize(source[n, c], (width, height), interpolation=cv2.INTER_LINEAR)
+    return out

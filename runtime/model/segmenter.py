@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from segtool.runtime.errors import DeviceError, InputError, ModelError, SegtoolError
+from segtool.runtime.errors import DeviceError, InputError, ModelError, OutOfMemory, SegtoolError
 from segtool.runtime.model.metadata import OUTPUT_LABELS, ModelMetadata
-from segtool.runtime.model.postprocess import argmax_channels, resize_labels
+from segtool.runtime.model.postprocess import argmax_channels, resize_labels, resize_logits
 from segtool.runtime.model.prefetch import prefetch
 from segtool.runtime.model.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
 from segtool.runtime.model.runner import Size
@@ -44,7 +44,9 @@ def inference_error(exc: BaseException, shape: tuple[int, ...], provider: str) -
     ``ModelError`` (a node that fails): a fault of the model or the device, never blamed on the input."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
     size = "x".join(map(str, shape))
-    if isinstance(exc, (MemoryError, ort_state.InvalidArgument)) or _ALLOCATION.search(str(exc)):
+    if isinstance(exc, MemoryError) or _ALLOCATION.search(str(exc)):
+        return OutOfMemory(f"inference ran out of memory on a {size} input ({first})")
+    if isinstance(exc, ort_state.InvalidArgument):
         return InputError(f"inference failed on a {size} input ({first})")
     if isinstance(exc, _DEVICE_ERRORS) or _DEVICE.search(str(exc)):
         return DeviceError(f"{provider} failed during inference on a {size} input ({first}): a fault of the "
@@ -85,6 +87,12 @@ class Segmenter:
         self.input_name = self.session.get_inputs()[0].name
         self.normalize = Normalizer(self.meta.mean, self.meta.std, self.meta.channel_order)
         self.output_name = self.session.get_outputs()[0].name
+        # A graph made elsewhere may take one size only (exported without dynamic axes): every image
+        # is resized to it, and batches are cut to its batch size.
+        shape = self.session.get_inputs()[0].shape
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+        self.fixed_batch: int | None = fixed[0]
+        self.fixed_size: Size | None = (fixed[3], fixed[2]) if fixed[2] and fixed[3] else None  # (width, height)
         # On a GPU, IO binding lets ONNX Runtime place the output itself and copy it to the host once.
         self.io_binding = self.provider != CPU
         if warn_random and self.meta.random_weights:
@@ -102,15 +110,44 @@ class Segmenter:
         self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None, size: Size | None = None
     ) -> np.ndarray:
         """Equally sized images (any layout ``to_uint8_3ch`` takes) -> [N, 3, h, w] model input,
-        at inference resolution (``size`` = (width, height), or long side <= ``max_size``)."""
+        at inference resolution (``size`` = (width, height), or long side <= ``max_size``; a graph
+        that takes one size only gets that size)."""
+        size = self.fixed_size or size
         ready = [resize_for_inference(to_uint8_3ch(im, color), max_size, size) for im in images]
         return self.normalize(ready, color)
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        """Raw model output for a prepared batch: logits [N, C, h, w] or labels [N, h, w]."""
+        """Model output for a prepared batch at the batch's own height and width: logits [N, C, H, W]
+        or labels [N, H, W]. A graph whose output is smaller (stride 4 or 8, as SegFormer-style
+        networks give) has its logits upsampled bilinearly before any argmax, as torchvision's
+        models do inside the graph, or its labels with nearest neighbours."""
+        output = self.forward(tensor)
+        height, width = tensor.shape[2:]
+        if self.meta.output == OUTPUT_LABELS:
+            if output.shape[1:] == (height, width):
+                return output
+            return np.stack([resize_labels(one.astype(np.uint8), height, width) for one in output])
+        return resize_logits(output, height, width)
+
+    def forward(self, tensor: np.ndarray) -> np.ndarray:
+        """The graph's own output for a prepared batch (at its own resolution), cut into the graph's
+        batch size when it has a fixed one."""
+        step = self.fixed_batch
+        if step is None or tensor.shape[0] == step:
+            return self._session_run(tensor)
+        parts = []
+        for start in range(0, tensor.shape[0], step):
+            chunk = tensor[start : start + step]
+            filled = len(chunk)
+            if filled < step:  # the last chunk, padded with copies of its last image
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - filled, axis=0)])
+            parts.append(self._session_run(np.ascontiguousarray(chunk))[:filled])
+        return np.concatenate(parts)
+
+    def _session_run(self, tensor: np.ndarray) -> np.ndarray:
         try:
             if not self.io_binding:
-                return self.session.run(None, {self.input_name: tensor})[0]
+                return self.session.run([self.output_name], {self.input_name: tensor})[0]
             binding = self.session.io_binding()
             binding.bind_cpu_input(self.input_name, tensor)
             binding.bind_output(self.output_name)
@@ -143,9 +180,10 @@ class Segmenter:
 
         ``max_size`` caps the long side used for inference, or ``size`` = (width, height) sets it;
         labels come back at the image's size. ``tile`` runs overlapping tile x tile windows when the
-        inference resolution is larger (``segtool.runtime.model.tiling``), for images too big for memory.
+        inference resolution is larger (``segtool.runtime.model.tiling``), for images too big for memory;
+        a graph that takes one size only is never tiled (it always infers at that size).
         """
-        if tile:
+        if tile and not self.fixed_size:
             ready = resize_for_inference(to_uint8_3ch(image, color), max_size, size)
             if max(ready.shape[:2]) > tile:
                 height, width = np.asarray(image).shape[:2]
