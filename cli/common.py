@@ -87,7 +87,15 @@ Device = Annotated[str, typer.Option(help="auto (CUDA if it starts, else CPU), c
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 
 
-MaxSize = Annotated[Optional[int], typer.Option("--max-size", min=1, help="Infer with the long side at most N pixels.")]
+MaxSize = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-size",
+        min=0,
+        help="Infer with the long side at most N pixels; 0: full resolution [default: full resolution for images, "
+        "640 for videos and streams].",
+    ),
+]
 
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
@@ -118,6 +126,16 @@ DEFAULT_MODEL = Path("models/fcn_resnet50.onnx")
 
 
 T = TypeVar("T")
+
+
+def default_model(folder: Path = DEFAULT_MODEL.parent) -> Path:
+    """``models/fcn_resnet50.onnx``; when it is not there, the one model in ``models/`` (the offline
+    demo writes ``fcn_resnet50_random.onnx``), said on stderr. Several or none: the usual hint."""
+    candidates = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
+    if DEFAULT_MODEL.is_file() or len(candidates) != 1:
+        return DEFAULT_MODEL
+    say(f"using {candidates[0]}, the one model in {folder}/ (--model PATH to choose another)", to_stderr=True)
+    return candidates[0]
 
 
 def missing_model_hint(path: Path, flag: str | None) -> str:

@@ -37,7 +37,12 @@ def compare(
     with Progress(console=err, disable=json_out) as progress:
         task = progress.add_task("compare", total=limit)
         result = compare_models(
-            seg_a, seg_b, frames, max_size, max_size_b or max_size, on_image=lambda _: progress.advance(task)
+            seg_a,
+            seg_b,
+            frames,
+            max_size or None,
+            max_size_b or max_size or None,
+            on_image=lambda _: progress.advance(task),
         )
     result.problems = problems
     r = result.as_dict() | {

@@ -22,12 +22,12 @@ from segtool.runtime.jobs import Report, Result, RunEvents, outputs_complete
 from segtool.scale.ray_batch import MANIFEST, connect, run_ray  # imports Ray only when called
 
 from .common import (
-    DEFAULT_MODEL,
     INTERRUPTED,
     Device,
     JsonOut,
     MaxSize,
     OutDir,
+    default_model,
     error_line,
     format_shares,
     gui_available,
@@ -54,7 +54,10 @@ Cameras = Annotated[Optional[list[int]], Opt("--camera", help="Camera index to r
 Recursive = Annotated[bool, Opt("--recursive", "-r", help="Look into sub-folders of folders.")]
 
 
-Model = Annotated[Path, Opt("--model", "-m", help="Exported .onnx model.")]
+Model = Annotated[
+    Optional[Path],
+    Opt("--model", "-m", help="Exported .onnx model [default: models/fcn_resnet50.onnx, or the one .onnx in models/]."),
+]
 
 
 Alpha = Annotated[float, Opt(min=0.0, max=1.0, help="Mask weight in the overlay.")]
@@ -117,7 +120,9 @@ def job_options(save: str | None, frames: bool, max_size: int | None, size: str 
     video_kinds = kinds or JobOptions.video_kinds
     if frames and "labels" not in video_kinds:
         video_kinds = (*video_kinds, "labels")
-    return JobOptions(image_kinds=kinds or JobOptions.image_kinds, video_kinds=video_kinds, max_size=max_size,
+    video_max_size = None if max_size == 0 else JobOptions.video_max_size  # --max-size 0: full resolution
+    return JobOptions(image_kinds=kinds or JobOptions.image_kinds, video_kinds=video_kinds, max_size=max_size or None,
+                      video_max_size=video_max_size,
                       size=target, batch=batch, max_frames=max_frames, alpha=alpha,
                       max_pixels=max_pixels or None, tile=tile)  # fmt: skip
 
@@ -168,6 +173,8 @@ class ConsoleEvents(RunEvents):
 
     def failed(self, source: Source, message: str) -> None:
         self._advance(source)
+        if source.kind not in (IMAGE, BAD) and not self.progress.tasks[-1].completed:  # no frame: no bar
+            self.progress.remove_task(self.video_task)
         if not self.quiet:
             error_line(message)
 
@@ -219,7 +226,7 @@ def run(
     sources: Sources = None,
     camera: Cameras = None,
     recursive: Recursive = False,
-    model: Model = DEFAULT_MODEL,
+    model: Model = None,
     out_dir: OutDir = Path("segtool-out"),
     device: Device = "auto",
     alpha: Alpha = 0.5,
@@ -247,6 +254,7 @@ def run(
     options = job_options(save, frames, max_size, size, batch, max_frames, alpha, max_pixels, tile)
     if show and not gui_available():
         raise UsageError("--show needs OpenCV with GUI support (opencv-python, not -headless) and a display")
+    model = model or default_model()
     seg = open_model(Segmenter, model, device=device, cache=cache)
     out_dir = ensure_writable_dir(out_dir)
     discovery = expand(sources or [], recursive, camera, exclude=out_dir)

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from segtool.runtime.errors import ParityError, UsageError
+from segtool.runtime.model.session import reference_session
 from segtool.runtime.tools.agreement import as_labels, label_agreement
 
 from .config import MIN_CALIBRATION
@@ -55,15 +55,9 @@ def split(batches: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]
     return [b for k, b in enumerate(batches) if k % 3 != 2], [b for k, b in enumerate(batches) if k % 3 == 2]
 
 
-def _session(model: bytes | str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 def labels_of(model: bytes, batches: list[np.ndarray]) -> list[np.ndarray]:
     """The model's labels for each batch: argmax of its logits, or its own label map (labels-output graphs)."""
-    session = _session(model)
+    session = reference_session(model)
     return [as_labels(np.asarray(session.run(None, {INPUT_NAME: b})[0])) for b in batches]
 
 
@@ -78,7 +72,7 @@ def agreement(model: bytes, batches: list[np.ndarray], reference: list[np.ndarra
 
 
 def median_seconds(model: bytes, batch: np.ndarray, runs: int = 3) -> float:
-    session = _session(model)
+    session = reference_session(model)
     session.run(None, {INPUT_NAME: batch})
     times = []
     for _ in range(runs):

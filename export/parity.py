@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from segtool.runtime.errors import ShapeMismatch
+from segtool.runtime.model.session import reference_session
 from segtool.runtime.tools.agreement import compare_outputs
 from segtool.runtime.tools.synthetic import smooth_image
 
@@ -77,7 +77,7 @@ def row(shape, reference: np.ndarray, output: np.ndarray, gate: Gate | None = No
 
 
 def compare(graph: SegmentationGraph, onnx_model: bytes, shapes, mean, std, gate: Gate = Gate()) -> list[ParityRow]:
-    session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+    session = reference_session(onnx_model)
     rows = []
     for k, shape in enumerate(shapes):
         x = sample_batch(shape, mean, std, seed=k)

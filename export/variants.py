@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 
 from segtool.runtime.errors import UsageError
 from segtool.runtime.jobs import iter_images
 from segtool.runtime.model.preprocess import Normalizer, resize_for_inference, to_uint8_3ch
+from segtool.runtime.model.session import reference_session
 
 from .config import MIN_CALIBRATION, ExportConfig
 from .graph import INPUT_NAME
@@ -80,8 +80,7 @@ def convert_fp16(fp32_model: bytes) -> bytes:
 
 def agreement_with(reference: bytes, variant: bytes, shapes, mean, std) -> list[ParityRow]:
     """The variant against the fp32 model it came from, both on ONNX Runtime's CPU provider."""
-    ref_session = ort.InferenceSession(reference, providers=["CPUExecutionProvider"])
-    var_session = ort.InferenceSession(variant, providers=["CPUExecutionProvider"])
+    ref_session, var_session = reference_session(reference), reference_session(variant)
     rows = []
     for k, shape in enumerate(shapes):
         x = sample_batch(shape, mean, std, seed=k)

@@ -1,6 +1,14 @@
 """segtool's runtime: exported ONNX models -> labels and pictures, with numpy, ONNX Runtime,
 OpenCV and Pillow only (no torch, torchvision or onnx import anywhere under this package)."""
 
+import os
+
+# OpenCV's and FFmpeg's own log lines would print beside segtool's one line per bad input: silence
+# them before cv2 loads (set either variable yourself to see them again).
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
 from segtool.runtime.errors import (
     DeviceError,
     InputError,

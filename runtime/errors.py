@@ -20,6 +20,10 @@ class InputError(SegtoolError):
     """One input (image, video, sample) cannot be used; a run over many inputs reports it and goes on."""
 
 
+class OutOfMemory(InputError):
+    """One input (or tile) was too large for the memory at hand; smaller tiles may still do."""
+
+
 class OutputError(SegtoolError):
     """An output cannot be written (folder not writable, disk full, name taken by a directory)."""
 

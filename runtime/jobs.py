@@ -13,7 +13,9 @@ Ray manifest's row, so a plain run and a Ray run report the same records.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -22,22 +24,38 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 
-from segtool.runtime.errors import InputError, SegtoolError, UsageError, interrupt_name
+from segtool.runtime.errors import InputError, OutOfMemory, OutputError, SegtoolError, UsageError, interrupt_name
 from segtool.runtime.files.colors import class_counts, shares_from_counts
-from segtool.runtime.files.images import DEFAULT_MAX_PIXELS, decode_image, decoded_size, read_bytes, read_image
+from segtool.runtime.files.images import (
+    DEFAULT_MAX_PIXELS,
+    decode_image,
+    decoded_size,
+    read_bytes,
+    read_image,
+    temp_name,
+    write_problem,
+)
 from segtool.runtime.files.pictures import IMAGE_OUTPUTS, VIDEO_OUTPUTS, Painter, output_paths, save_pictures
 from segtool.runtime.files.sources import BAD, IMAGE, Discovery, Source, expand
 from segtool.runtime.files.video import VideoSink, VideoSource
-from segtool.runtime.model.memory import auto_tile
+from segtool.runtime.model.memory import MIN_TILE, auto_tile
 from segtool.runtime.model.postprocess import resize_labels
 from segtool.runtime.model.prefetch import Drain
 from segtool.runtime.model.preprocess import inference_size
 from segtool.runtime.model.runner import Runner, Size
 
+log = logging.getLogger(__name__)
+
 #: called after each video frame: (frames done, total if known, BGR frame, labels)
 FrameCallback = Callable[[int, "int | None", np.ndarray, np.ndarray], None]
+
+
+#: the long side videos, streams and the server infer at unless told otherwise (the seed's 640x360 for
+#: 16:9 video); still images in `segtool run` infer at full resolution (tiled when memory is short)
+DEFAULT_LONG_SIDE = 640
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,7 @@ class JobOptions:
     video_kinds: tuple[str, ...] = ("overlay",)  # "labels" here: one label PNG per frame in <stem>_frames/
     max_size: int | None = None  # long side at inference
     size: Size | None = None  # or exactly (width, height)
+    video_max_size: int | None = DEFAULT_LONG_SIDE  # videos and streams, when neither max_size nor size is given
     batch: int = 1  # video frames per inference call
     max_frames: int | None = None
     alpha: float = 0.5
@@ -137,15 +156,27 @@ def choose_tile(image: np.ndarray, options: JobOptions) -> int | None:
 
 def infer(seg: Runner, image: np.ndarray, options: JobOptions = JobOptions()) -> Inference:
     """Labels for a decoded BGR image at its own size: whole, or window by window when tiling is
-    asked for or needed (then no raw output is kept)."""
+    asked for or needed (then no raw output is kept). When memory runs out, the image is tried
+    again in smaller tiles, halving down to ``MIN_TILE``, before it is reported."""
     started = time.perf_counter()
     tile = choose_tile(image, options)
-    if tile:
-        labels = seg.segment(image, max_size=options.max_size, size=options.size, tile=tile)
-        return Inference(labels, None, time.perf_counter() - started, tile)
-    output = seg.run(seg.prepare([image], "bgr", options.max_size, options.size))
-    labels = seg.labels_at(output, *image.shape[:2])[0]
-    return Inference(labels, output, time.perf_counter() - started, None)
+    while True:
+        try:
+            if tile:
+                labels = seg.segment(image, max_size=options.max_size, size=options.size, tile=tile)
+                return Inference(labels, None, time.perf_counter() - started, tile)
+            output = seg.run(seg.prepare([image], "bgr", options.max_size, options.size))
+            labels = seg.labels_at(output, *image.shape[:2])[0]
+            return Inference(labels, output, time.perf_counter() - started, None)
+        except (OutOfMemory, MemoryError, cv2.error) as exc:
+            if isinstance(exc, cv2.error) and "alloc" not in str(exc).lower() and "memory" not in str(exc).lower():
+                raise
+            width, height = inference_size(image.shape[0], image.shape[1], options.max_size, options.size)
+            smaller = (tile or max(width, height)) // 2 // 32 * 32
+            if smaller < MIN_TILE:
+                raise OutOfMemory(f"out of memory even in {tile or max(width, height)} px tiles ({exc})") from None
+            log.info("out of memory at %s; trying %d px tiles", f"{tile} px tiles" if tile else "full size", smaller)
+            tile = smaller
 
 
 def load(data: bytes | str, options: JobOptions, name: str = "", stem: str = "image") -> Decoded:
@@ -204,21 +235,30 @@ class _FramesFolder:
 
     def __init__(self, target: Path):
         self.target = target
-        self.temp = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(self.temp, ignore_errors=True)
+        self.temp = temp_name(target)  # this run's own: a concurrent run into the same folder has another
         self.temp.mkdir(parents=True)
 
     def path(self, index: int) -> Path:
         return self.temp / f"{index:06d}_labels.png"
 
     def commit(self) -> str:
-        old = self.target.with_name(f".{self.target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.target.exists():
-            self.target.rename(old)
-        self.temp.rename(self.target)
-        shutil.rmtree(old, ignore_errors=True)
-        return str(self.target)
+        """Swap the finished folder in; when another run swaps its own in at the same moment, the
+        last to finish wins, whole."""
+        for _ in range(20):
+            old = temp_name(self.target)
+            try:
+                self.target.rename(old)
+            except FileNotFoundError:
+                pass
+            try:
+                self.temp.rename(self.target)
+                return str(self.target)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise OutputError(f"cannot write {self.target}: {write_problem(exc)}") from None
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        raise OutputError(f"cannot write {self.target}: other runs kept replacing it")
 
     def discard(self) -> None:
         shutil.rmtree(self.temp, ignore_errors=True)
@@ -240,7 +280,7 @@ def segment_video(
     started = time.perf_counter()
     painter = painter or Painter(seg.meta, options.alpha)
     counts = np.zeros(len(seg.meta.classes), np.int64)
-    with VideoSource(source.location) as video:
+    with VideoSource(source.location, options.max_pixels) as video:
         total = (
             video.frame_count
             if not options.max_frames
@@ -262,9 +302,8 @@ def segment_video(
 
         writer = Drain(write)
         interrupted, failure, done = "", None, 0
-        stream = seg.segment_stream(
-            video.frames(options.max_frames), "bgr", options.max_size, options.size, options.batch
-        )
+        max_size = options.max_size if options.max_size or options.size else options.video_max_size
+        stream = seg.segment_stream(video.frames(options.max_frames), "bgr", max_size, options.size, options.batch)
         try:
             for item in stream:
                 writer.put(item)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import os
 import stat
+import struct
 import threading
 import warnings
 from pathlib import Path
@@ -84,8 +86,14 @@ _PILLOW_LIMIT = threading.Lock()
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) read from the image header without decoding the pixels (Pillow), or None
-    when Pillow does not know the format (OpenCV may still decode it)."""
+    """(width, height) read from the image header without decoding the pixels: Pillow's parse, and
+    segtool's own for PNG/GIF/BMP/JPEG/WebP when Pillow refuses the header; the larger of the two
+    when both answer. None when neither can tell (the decoder would be trusted blindly then)."""
+    sizes = [s for s in (_pillow_size(data), _raw_size(data)) if s]
+    return max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
+
+
+def _pillow_size(data: bytes) -> tuple[int, int] | None:
     try:
         with warnings.catch_warnings(), _PILLOW_LIMIT:  # segtool applies its own pixel limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -95,8 +103,56 @@ def header_size(data: bytes) -> tuple[int, int] | None:
                     return picture.size
             finally:
                 Image.MAX_IMAGE_PIXELS = limit
-    except Exception:  # noqa: BLE001 - any parse failure: leave the verdict to the decoder
+    except Exception:  # noqa: BLE001 - any parse failure: the hand-read header or a refusal decides
         return None
+
+
+def _raw_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first bytes of a PNG, GIF, BMP, JPEG or WebP header, read by hand:
+    for files whose header Pillow refuses (a damaged text chunk, say) but a decoder may still take."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp_size(data)
+    if data[:3] == b"\xff\xd8\xff":
+        return _jpeg_size(data)
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The frame size in the first SOFn segment of a JPEG."""
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            at += 1 if marker == 0xFF else 2
+            continue
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return width, height
+        at += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8 " and len(data) >= 30:
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    return None
 
 
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -106,16 +162,20 @@ def decode_image(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, reduce_to: int | None = None) -> np.ndarray:  # fmt: skip
     """Encoded image bytes -> array (BGR uint8 by default), or one ``InputError`` naming ``name``.
 
-    The size is read from the header first: an image above ``max_pixels`` (0 or None: no limit)
-    is refused before a byte of it is decoded. With ``reduce_to`` (the inference long side), a
-    JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself while its long side stays at least
-    ``reduce_to``, so memory follows the inference size rather than the file's.
+    The size is read from the header first: an image above ``max_pixels`` (0 or None: no limit),
+    or whose size no header parser can establish, is refused before a byte of it is decoded. With
+    ``reduce_to`` (the inference long side), a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg
+    itself while its long side stays at least ``reduce_to``, so memory follows the inference size
+    rather than the file's.
     """
     if not data:
         raise InputError(f"{name}: empty file")
     if jpeg_is_truncated(data):
         raise InputError(f"{name}: truncated JPEG")
     size = header_size(data)
+    if max_pixels and size is None:
+        raise InputError(f"{name}: its size cannot be read from its header, so it is refused under the pixel limit "
+                         "(--max-pixels 0 decodes it anyway)")  # fmt: skip
     if max_pixels and size and size[0] * size[1] > max_pixels:
         raise InputError(f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} MP, over the "
                          f"{max_pixels / 1e6:g} MP limit (--max-pixels; 0 = no limit)")  # fmt: skip
@@ -171,6 +231,15 @@ def write_problem(exc: OSError) -> str:
     return reasons.get(exc.errno or 0, exc.strerror or type(exc).__name__)
 
 
+_TEMP_COUNTER = itertools.count()
+
+
+def temp_name(path: Path, suffix: str = "") -> Path:
+    """A hidden temporary name beside ``path``: short whatever ``path``'s name (always within the
+    file system's name limit), unique per process and call, so concurrent runs never share one."""
+    return path.with_name(f".segtool-{os.getpid()}-{next(_TEMP_COUNTER)}.partial{suffix}")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
 
@@ -178,7 +247,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     file and raises one ``OutputError`` naming ``path``.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     try:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory")

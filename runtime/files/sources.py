@@ -15,9 +15,12 @@ different sub-folders do not overwrite each other.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +105,7 @@ def _inside(path: Path, folder: Path | None) -> bool:
     try:
         path.resolve().relative_to(folder)
         return True
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # not inside, or a link that does not resolve (a loop)
         return False
 
 
@@ -115,16 +118,76 @@ def _named(path: Path, stem: str) -> Source:
 
 
 def _add_member(found: Discovery, path: Path, stem: str, exclude: Path | None) -> None:
-    """A folder or glob member: media by suffix are inputs, other files are skipped and counted."""
+    """A folder or glob member: media by suffix are inputs, other files are skipped and counted.
+    A member that cannot even be looked at (a link loop, no permission) is reported, not skipped."""
     if path.name.startswith(".") or _inside(path, exclude):
         return
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        found.items.append(Source(BAD, str(path), stem, f"{path}: cannot read ({exc.strerror or exc})"))
+        return
+    if stat.S_ISDIR(mode):
+        return  # recursive walks enter it; a plain folder scan does not look inside
     if not is_media_name(path):
-        if path.is_file():
+        if stat.S_ISREG(mode):
             found.skipped.append(str(path))
         return
-    if path.is_dir():
-        return  # recursive walks enter it; a plain folder scan does not look inside
     found.items.append(_named(path, stem))
+
+
+def _walk(found: Discovery, root: Path, recursive: bool) -> list[Path]:
+    """Entries under ``root`` (hidden ones left out), sorted; sub-folders entered when ``recursive``,
+    each real folder once: a link back to a folder already walked is reported, never followed, so a
+    cycle cannot make a run endless. A folder that cannot be read is reported, not skipped."""
+    seen: set[tuple[int, int]] = set()
+    entries: list[Path] = []
+
+    def visit(folder: Path) -> None:
+        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                problem = "leads to a folder already walked (a link cycle or a second link): not walked twice"
+                found.items.append(Source(BAD, str(folder), folder.name, f"{folder}: {problem}"))
+                return
+            seen.add((info.st_dev, info.st_ino))
+            names = sorted(os.listdir(folder))
+        except OSError as exc:
+            problem = f"cannot read the folder ({exc.strerror or exc})"
+            found.items.append(Source(BAD, str(folder), folder.name, f"{folder}: {problem}"))
+            return
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = folder / name
+            entries.append(path)
+            if recursive and path.is_dir():  # is_dir is False for a link loop: _add_member reports it
+                visit(path)
+
+    visit(root)
+    return entries
+
+
+def _glob(found: Discovery, pattern: str) -> list[Path]:
+    """Glob matches, each file once; ``**`` walks with ``_walk``, which never follows a cycle."""
+    if "**" not in pattern:
+        return sorted(Path(p) for p in glob.glob(pattern))
+    parts = Path(pattern).parts
+    fixed = next(k for k, part in enumerate(parts) if glob.has_magic(part))
+    root = Path(*parts[:fixed]) if fixed else Path(".")
+    patterns = {pattern, pattern.replace("**/", "")}  # ``**/`` also matches no folder at all
+    matches, seen = [], set()
+    for path in _walk(found, root, recursive=True):
+        text = str(path) if fixed else path.as_posix()
+        if any(fnmatch.fnmatchcase(text, p) for p in patterns):
+            try:
+                key = (path.stat().st_dev, path.stat().st_ino)
+            except OSError:
+                key = (0, hash(text))
+            if key not in seen:
+                seen.add(key)
+                matches.append(path)
+    return matches
 
 
 def expand(
@@ -140,8 +203,7 @@ def expand(
             found.items.append(Source(VIDEO, text, _url_stem(text)))
         elif path.is_dir():
             before = len(found.items)
-            members = path.glob("**/*" if recursive else "*")
-            for p in sorted(m for m in members if not any(part.startswith(".") for part in m.relative_to(path).parts)):
+            for p in _walk(found, path, recursive):
                 _add_member(found, p, p.relative_to(path).with_suffix("").as_posix(), out)
             if len(found.items) == before:  # never silence, e.g. for a folder named like an image
                 log.warning(
@@ -150,7 +212,7 @@ def expand(
         elif path.exists() or path.is_symlink():
             found.items.append(_named(path, path.stem))
         elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            matches = _glob(found, text)
             for p in matches:
                 _add_member(found, p, p.stem, out)
             if not matches:

@@ -151,6 +151,14 @@ def _open_cpu(model, threads: int | None, cache: bool) -> ort.InferenceSession:
     return session
 
 
+def reference_session(model: bytes | str) -> ort.InferenceSession:
+    """A plain CPU session with ONNX Runtime's defaults, for measurements (the parity gate, variant
+    agreement, int8 calibration): the same numbers on every machine, no cache, errors only in the log."""
+    options = ort.SessionOptions()
+    options.log_severity_level = _ERRORS
+    return ort.InferenceSession(model, options, providers=[CPU])
+
+
 def _open(model, options: ort.SessionOptions, providers: list, quiet: bool) -> ort.InferenceSession:
     if quiet:
         ort.set_default_logger_severity(_QUIET)
