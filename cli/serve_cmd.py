@@ -10,6 +10,7 @@ import typer
 
 from segtool.runtime import Segmenter
 from segtool.runtime.errors import UsageError
+from segtool.runtime.jobs import DEFAULT_LONG_SIDE
 
 from .common import Device, open_model, say
 
@@ -25,6 +26,14 @@ def serve(
     max_queue: Annotated[int, Opt(min=0, help="Requests that may wait for inference; more get 503.")] = 8,
     max_body_mb: Annotated[float, Opt(min=0.001, help="Largest request body; larger get 413.")] = 32.0,
     max_pixels: Annotated[int, Opt(min=1, help="Largest image or tensor (N*H*W); larger get 400.")] = 40_000_000,
+    max_size: Annotated[
+        int,
+        Opt(
+            "--max-size",
+            min=0,
+            help="/v1/segment infers with this long side unless a request gives max_size; 0: full resolution.",
+        ),
+    ] = DEFAULT_LONG_SIDE,
     api_key: Annotated[Optional[str], Opt(envvar="SEGTOOL_API_KEY", help="Require Bearer KEY.")] = None,
     drain_s: Annotated[int, Opt(min=1, help="On SIGTERM: seconds to finish requests in flight.")] = 30,
 ):
@@ -36,7 +45,7 @@ def serve(
     except ImportError as exc:
         raise UsageError(f"`segtool serve` needs {exc.name}: pip install 'segtool[serve]'") from None
     seg = open_model(Segmenter, model, device=device)
-    settings = ServeSettings(name, max_queue, max_body_mb, max_pixels, api_key)
+    settings = ServeSettings(name, max_queue, max_body_mb, max_pixels, api_key, max_size)
     app = create_app(seg, settings)
     say(f"serving {model} as {app.state.service.name!r} ({seg.meta.weights_label}) on {seg.provider}: "
         f"http://{host}:{port}/ (v2 protocol under /v2, metrics at /metrics)", to_stderr=True)  # fmt: skip

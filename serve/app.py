@@ -15,17 +15,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from segtool.runtime import Segmenter
 from segtool.runtime.errors import InputError, ModelError
+from segtool.runtime.jobs import DEFAULT_LONG_SIDE
 
 from .metrics import Metrics
 from .routes_kserve import kserve_router
 from .routes_segment import segment_router
+from .schema import errors
 from .worker import InferenceWorker, Overloaded
 
 HEALTH = ("/v2/health/live", "/v2/health/ready")
@@ -39,6 +45,7 @@ class ServeSettings:
     max_body_mb: float = 32.0  # larger bodies: 413
     max_pixels: int = 40_000_000  # larger images or tensors: 400
     api_key: str | None = None  # bearer token required on everything but the health routes
+    max_size: int = DEFAULT_LONG_SIDE  # /v1/segment infers with this long side unless the request says (0: full)
 
 
 class Service:
@@ -68,7 +75,9 @@ class Service:
         """The request body, refused with ``TooLarge`` past the limit (before reading it, if declared)."""
         limit = int(self.settings.max_body_mb * 1024 * 1024)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        # ASCII digits only: str.isdigit() takes "²", which int() refuses; anything else is left to the
+        # HTTP server's framing, and the bytes that arrive are counted below either way
+        if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
             raise TooLarge(limit)
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -104,13 +113,16 @@ def create_app(model: str | Path | Segmenter, settings: ServeSettings = ServeSet
     app.include_router(segment_router(service))
     app.include_router(kserve_router(service))
 
+    expected = f"Bearer {settings.api_key}".encode() if settings.api_key else b""
+
     @app.middleware("http")
     async def guard_and_count(request: Request, call_next):
         started = time.perf_counter()
         path = request.url.path
-        key = settings.api_key
-        if key and path not in HEALTH and not hmac.compare_digest(request.headers.get("authorization", ""),
-                                                                  f"Bearer {key}"):  # fmt: skip
+        # bytes, not str: compare_digest refuses non-ASCII str, and a header may hold any byte (Starlette
+        # decodes headers as latin-1, so encoding back gives the bytes received)
+        supplied = request.headers.get("authorization", "").encode("latin-1")
+        if expected and path not in HEALTH and not hmac.compare_digest(supplied, expected):
             response: Response = error(401, "missing or wrong API key (Authorization: Bearer KEY)")
         else:
             try:
@@ -143,11 +155,34 @@ def create_app(model: str | Path | Segmenter, settings: ServeSettings = ServeSet
     async def too_large(request: Request, exc: TooLarge):
         return error(413, str(exc))
 
-    @app.get("/metrics")
+    # FastAPI's and Starlette's own refusals (422 for a query parameter, 400 for a broken multipart body,
+    # 404, 405) in the same {"error": str} form; a 422 keeps FastAPI's "detail" list as well
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        detail = jsonable_encoder(exc.errors())
+        where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in detail[:4])
+        return JSONResponse({"error": f"invalid request: {where}", "detail": detail}, status_code=422)
+
+    # A bug (an exception no handler above knows): still a JSON answer, and the traceback in the log.
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception):
+        log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+        return error(500, f"internal error ({type(exc).__name__})")
+
+    keyed = errors(401) if settings.api_key else {}
+    text: dict[int | str, dict[str, Any]] = {
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    }
+
+    @app.get("/metrics", response_class=Response, responses={**text, **keyed})
     def prometheus() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, responses=keyed)
     def page() -> str:
         return resources.files("segtool.serve").joinpath("page.html").read_text()
 

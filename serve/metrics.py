@@ -14,7 +14,7 @@ class Metrics:
                                 ["route", "status"], registry=self.registry)  # fmt: skip
         self.latency = Histogram("segtool_request_seconds", "HTTP request latency by route", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
-        self.inference = Histogram("segtool_inference_seconds", "Time in the model call (decode to labels)",
+        self.inference = Histogram("segtool_inference_seconds", "Time on the inference worker (decode, model, encode)",
                                    buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
         self.in_progress = Gauge("segtool_inference_in_progress", "Model calls running now", registry=self.registry)
         self.queue = Gauge("segtool_queue_depth", "Requests waiting for the inference worker", registry=self.registry)

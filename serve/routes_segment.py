@@ -15,6 +15,8 @@ from segtool.runtime.errors import InputError
 from segtool.runtime.files.pictures import Painter
 from segtool.runtime.jobs import JobOptions, process
 
+from .schema import errors, segment_openapi, segment_responses
+
 Output = Literal["json", "labels", "mask", "overlay"]
 MEDIA = {"labels": "image/png", "mask": "image/png", "overlay": "image/jpeg"}
 
@@ -35,11 +37,13 @@ def segment_router(service) -> APIRouter:
     router = APIRouter()
     seg, meta = service.seg, service.seg.meta
 
-    @router.post("/v1/segment")
+    keyed = errors(401) if service.settings.api_key else {}
+
+    @router.post("/v1/segment", openapi_extra=segment_openapi(), responses={**segment_responses(), **keyed})
     async def segment(
         request: Request,
         output: Output = "json",
-        max_size: Annotated[int | None, Query(ge=1, le=8192)] = None,
+        max_size: Annotated[int | None, Query(ge=0, le=8192)] = None,  # None: --max-size; 0: full resolution
         alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
         images: bool = False,
     ):
@@ -51,7 +55,8 @@ def segment_router(service) -> APIRouter:
 
         def work():
             started = time.perf_counter()
-            options = JobOptions(max_size=max_size, alpha=alpha, max_pixels=service.settings.max_pixels)
+            long_side = service.settings.max_size if max_size is None else max_size
+            options = JobOptions(max_size=long_side or None, alpha=alpha, max_pixels=service.settings.max_pixels)
             done = process(seg, data, options, painter=painter, kinds=kinds)  # decoded as `segtool run` does
             encoded = {kind: painter.encode(kind, picture) for kind, picture in done.pictures.items()}
             return done, encoded, (time.perf_counter() - started) * 1000
@@ -62,7 +67,7 @@ def segment_router(service) -> APIRouter:
         index = {name: k for k, name in enumerate(meta.classes)}
         body = {
             "model": meta.model, "weights": meta.weights_label, "random_weights": meta.random_weights,
-            "provider": seg.provider, "width": done.width, "height": done.height,
+            "provider": seg.provider, "width": done.width, "height": done.height, "verified": meta.verified,
             "classes": [{"name": name, "index": index[name], "share": share,
                          "color": [int(c) for c in meta.palette[index[name]]]} for name, share in done.classes.items()],
             "timings_ms": {"segment": round(done.seconds * 1000, 2), "worker": round(work_ms, 2),

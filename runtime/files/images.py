@@ -174,8 +174,8 @@ def decode_image(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR,
         raise InputError(f"{name}: truncated JPEG")
     size = header_size(data)
     if max_pixels and size is None:
-        raise InputError(f"{name}: its size cannot be read from its header, so it is refused under the pixel limit "
-                         "(--max-pixels 0 decodes it anyway)")  # fmt: skip
+        raise InputError(f"{name}: not an image, or corrupt, or a format whose size its header does not give "
+                         "(refused under the pixel limit; --max-pixels 0 decodes it anyway)")  # fmt: skip
     if max_pixels and size and size[0] * size[1] > max_pixels:
         raise InputError(f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} MP, over the "
                          f"{max_pixels / 1e6:g} MP limit (--max-pixels; 0 = no limit)")  # fmt: skip
