@@ -1,10 +1,13 @@
-"""`segtool export`: torchvision model -> verified ONNX file (needs the [export] extra).
+"""`segtool export`: torchvision model, or your own PyTorch network -> verified ONNX file (needs
+the [export] extra).
 
 Its flags (defaults live in ``segtool.export.config.ExportConfig``), each stage shown as it
 starts, then the parity and variant tables; ``run_export`` is shared with `segtool demo`."""
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,6 +16,7 @@ import typer
 from rich.table import Table
 
 from segtool.export.config import MIN_CALIBRATION  # no torch: the flag's minimum is stated once, there
+from segtool.export.models import parse_model_args  # no torch either
 from segtool.runtime.errors import ParityError, UsageError
 
 from .common import err, out, say
@@ -24,11 +28,48 @@ Output = Annotated[Optional[Path], Opt("--output", "-o", help="The .onnx file to
                                        "models/<model>[_random][_labels][_int8|_fp16].onnx).")]  # fmt: skip
 
 
-Model = Annotated[str, Opt(help="torchvision segmentation model (see `segtool models`).")]
+Model = Annotated[str, Opt(help="A torchvision model (see `segtool models`), or your own network as "
+                           "package.module:callable, e.g. segmentation_models_pytorch:Unet: a function or class "
+                           "returning an nn.Module (output: a tensor, or a dict with 'out'); the current folder "
+                           "is importable.")]  # fmt: skip
 
 
-Weights = Annotated[str, Opt(help="DEFAULT (torchvision download), a weights enum name, a local checkpoint path, "
-                             "or 'random' (tests/benchmarks only).")]  # fmt: skip
+Weights = Annotated[str, Opt(help="DEFAULT (torchvision download; for package.module:callable, what it returns), a "
+                             "weights enum name, a checkpoint (a state dict, torchvision's training checkpoint, "
+                             "DataParallel's, .safetensors), or 'random' (tests/benchmarks only).")]  # fmt: skip
+
+
+ModelArgs = Annotated[Optional[list[str]], Opt("--model-arg", metavar="KEY=VALUE", help="A keyword argument for "
+                                               "--model package.module:callable (repeat it), e.g. --model-arg "
+                                               "encoder_name=resnet34 --model-arg encoder_weights=None; values "
+                                               "are Python literals (3, None, 'x', [1, 2]) or else text.")]  # fmt: skip
+
+
+NumClasses = Annotated[Optional[int], Opt(min=1, help="Output classes of your own network, passed to its "
+                                          "num_classes, n_classes or classes parameter (torchvision models read "
+                                          "it from the checkpoint).")]  # fmt: skip
+
+
+Classes = Annotated[Optional[Path], Opt("--classes", help="Class names: one a line, a JSON list, or YAML (with "
+                                        "PyYAML), as many as the model has [VOC's for 21, else class_N].")]  # fmt: skip
+
+
+Palette = Annotated[Optional[Path], Opt("--palette", help="Class colours: 'R G B' or #rrggbb a line [VOC's for the "
+                                        "first 21, then generated].")]  # fmt: skip
+
+
+Mean = Annotated[Optional[str], Opt(metavar="R,G,B", help="Normalization mean the network was trained with, in [0,1] "
+                                    "(values over 1 are read as 0..255) [ImageNet's 0.485,0.456,0.406].")]  # fmt: skip
+
+
+Std = Annotated[Optional[str], Opt(metavar="R,G,B", help="Normalization std, as --mean [0.229,0.224,0.225].")]
+
+
+ChannelOrder = Annotated[bool, Opt("--rgb/--bgr", help="Channel order the network takes.")]
+
+
+InputMultiple = Annotated[Optional[int], Opt(min=1, help="Pad height and width to a multiple of N inside the graph "
+                                             "[found by running the network; 1 for torchvision's].")]  # fmt: skip
 
 
 Seed = Annotated[int, Opt(help="Seed for --weights random.")]
@@ -71,6 +112,24 @@ VariantTarget = Annotated[Optional[float], Opt("--int8-min-agreement", "--varian
 
 
 Force = Annotated[bool, Opt("--force", help="Write a variant below its agreement target (marked so).")]
+
+
+def parse_triple(text: str, flag: str) -> tuple[float, float, float]:
+    try:
+        values = [float(v) for v in re.split(r"[\s,]+", text.strip().strip("()[]")) if v]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{flag} takes three numbers, e.g. 0.485,0.456,0.406 (got {text!r})")
+    return values[0], values[1], values[2]
+
+
+def normalization(mean: str | None, std: str | None) -> dict:
+    """--mean/--std as ExportConfig fields; values on the 0..255 scale (a mean over 1) are divided by 255."""
+    values = {k: parse_triple(v, f"--{k}") for k, v in (("mean", mean), ("std", std)) if v is not None}
+    if max(values.get("mean", (0.0,))) > 1:
+        values = {k: (v[0] / 255, v[1] / 255, v[2] / 255) for k, v in values.items()}
+    return values
 
 
 def gate_overrides(**values: float | None) -> dict:
@@ -151,6 +210,14 @@ def export(
     output: Output = None,
     model: Model = "fcn_resnet50",
     weights: Weights = "DEFAULT",
+    model_arg: ModelArgs = None,
+    num_classes: NumClasses = None,
+    classes: Classes = None,
+    palette: Palette = None,
+    mean: Mean = None,
+    std: Std = None,
+    rgb: ChannelOrder = True,
+    input_multiple: InputMultiple = None,
     seed: Seed = 0,
     verify: Verify = True,
     atol: Atol = None,
@@ -165,11 +232,16 @@ def export(
     variant_min_agreement: VariantTarget = None,
     force: Force = False,
 ):
-    """Export a torchvision segmentation model to ONNX with dynamic batch, height and width."""
+    """Export a torchvision segmentation model, or your own PyTorch network, to ONNX with dynamic batch,
+    height and width; checked against PyTorch before it is written."""
     if int8 and fp16:
         raise UsageError("--int8 and --fp16 are separate variants: pick one")
     settings = gate_overrides(atol=atol, rtol=rtol, min_agreement=min_agreement,
                                 variant_min_agreement=variant_min_agreement)  # fmt: skip
+    settings |= normalization(mean, std)
+    settings |= {"model_args": parse_model_args(model_arg or []), "num_classes": num_classes,
+                 "classes_file": classes, "palette_file": palette, "channel_order": "RGB" if rgb else "BGR",
+                 "input_multiple": input_multiple}  # fmt: skip
     if calibration_method:
         settings["calibration_method"] = calibration_method
     precision = "int8" if int8 else "fp16" if fp16 else "fp32"

@@ -5,11 +5,14 @@ The CLI's flags, ``segtool demo`` and the Python API all start from ``ExportConf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from segtool.runtime.errors import UsageError
-from segtool.runtime.model.metadata import PRECISIONS, Precision
+from segtool.runtime.model.metadata import IMAGENET_MEAN, IMAGENET_STD, MAX_CLASSES, PRECISIONS, Precision
 
 DEFAULT_MODEL = "fcn_resnet50"
 DEFAULT_SHAPES = ((1, 3, 333, 517), (2, 3, 256, 256), (1, 3, 520, 520))
@@ -21,9 +24,18 @@ MIN_CALIBRATION = 3  # calibration images at least: two in three calibrate, one 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_MODEL  # a torchvision table name, or your own network as package.module:callable
     weights: str = "DEFAULT"  # DEFAULT, a weights enum member, a checkpoint path, or "random"
     seed: int = 0  # for weights="random"
+    # -- your own model: classes, normalization, the network's settings
+    num_classes: int | None = None  # None: from the checkpoint's classifier, the classes file, or the network
+    classes_file: Path | None = None  # class names: one a line, a JSON list/object, or YAML (with PyYAML)
+    palette_file: Path | None = None  # colours: `R G B` or #rrggbb a line; None: VOC's, then generated
+    model_args: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments of a package.module:callable
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # what the network was trained with, in [0, 1]
+    std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: str = "RGB"  # RGB or BGR: the channel order the network takes
+    input_multiple: int | None = None  # pad height and width in the graph to a multiple; None: found by probing
     verify: bool = True  # run the PyTorch-vs-ONNX parity gate
     atol: float = 1e-4  # gate: absolute tolerance, in units of the output's scale (see parity.Gate)
     rtol: float = 1e-3  # gate: relative tolerance, elementwise
@@ -51,6 +63,16 @@ class ExportConfig:
             raise UsageError("--int8-min-agreement takes a fraction between 0 and 1, e.g. 0.99")
         if not (0.0 <= self.min_agreement <= 1.0) or self.atol < 0 or self.rtol < 0:
             raise UsageError("the gate needs atol >= 0, rtol >= 0 and 0 <= min_agreement <= 1")
+        if self.num_classes is not None and not 1 <= self.num_classes <= MAX_CLASSES:
+            raise UsageError(f"--num-classes {self.num_classes}: 1 to {MAX_CLASSES} (labels are uint8)")
+        if self.model_args and ":" not in self.model:
+            raise UsageError(f"--model-arg is for your own network (--model package.module:callable), not {self.model}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise UsageError(f"--mean and --std take 3 numbers each, std positive (got {self.mean} and {self.std})")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise UsageError(f"channel order {self.channel_order!r}: RGB or BGR")
+        if self.input_multiple is not None and not 1 <= self.input_multiple <= 1024:
+            raise UsageError(f"--input-multiple {self.input_multiple}: 1 to 1024")
 
     @property
     def gate(self):
@@ -71,9 +93,10 @@ class ExportConfig:
         return self.weights.lower() == "random"
 
     def default_output(self, folder: Path = Path("models")) -> Path:
-        """models/<model>[_random][_labels][_int8|_fp16].onnx: random weights never take a pretrained name."""
+        """models/<model>[_random][_labels][_int8|_fp16].onnx: random weights never take a pretrained name
+        (package.module:callable gives package_module_callable)."""
         parts = [
-            self.model,
+            re.sub(r"[^\w-]+", "_", self.model),
             "random" if self.random_weights else "",
             "labels" if self.labels_output else "",
             "" if self.precision == "fp32" else self.precision,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Any, cast
 
 import onnx
 import onnxruntime as ort
@@ -18,21 +19,25 @@ import torchvision
 
 from segtool.runtime.errors import ParityError, UsageError
 from segtool.runtime.files.images import atomic_write_bytes, ensure_writable_dir
-from segtool.runtime.model.metadata import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    OUTPUT_LABELS,
-    OUTPUT_LOGITS,
-    Extras,
-    ModelMetadata,
-)
-from segtool.runtime.model.voc import voc_colormap
+from segtool.runtime.model.classes import parse_classes
+from segtool.runtime.model.metadata import OUTPUT_LABELS, OUTPUT_LOGITS, Extras, ModelMetadata
 
 from . import parity
+from .classes import class_names_and_colours
 from .config import DEFAULT_MODEL, ExportConfig
-from .graph import SegmentationGraph, to_onnx
-from .models import get_spec
-from .weights import apply_state_dict, resolve_weights
+from .graph import Probe, SegmentationGraph, probe, to_onnx
+from .models import CallableSpec, format_call, get_spec, is_callable_name
+from .weights import (
+    Checkpoint,
+    apply_state_dict,
+    check_trained_as,
+    is_enum_member,
+    normalize_keys,
+    read_checkpoint,
+    resolve_weights,
+)
+
+Net = torch.nn.Module
 
 
 @dataclass
@@ -50,23 +55,34 @@ def _version(dist: str) -> str:
 
 
 def build_graph(
-    model: str = DEFAULT_MODEL, weights: str = "DEFAULT", seed: int = 0, labels_output: bool = False
+    model: str = DEFAULT_MODEL, weights: str = "DEFAULT", seed: int = 0, labels_output: bool = False, **settings: Any
 ) -> tuple[SegmentationGraph, ModelMetadata]:
-    """The PyTorch side: the wrapped model with its weights, and the metadata describing it."""
-    spec = get_spec(model)
-    state, identity = resolve_weights(spec, weights, seed)
-    torch.manual_seed(seed)
-    net = spec.build()
-    if state is not None:
-        apply_state_dict(net, state, identity.get("file", weights), spec.name)
+    """The PyTorch side: the wrapped model with its weights, and the metadata describing it.
+
+    ``settings`` are further ``ExportConfig`` fields (``num_classes``, ``classes_file``, ``model_args``...)."""
+    return build_from_config(ExportConfig(model=model, weights=weights, seed=seed, labels_output=labels_output,
+                                          **settings))  # fmt: skip
+
+
+def build_from_config(config: ExportConfig) -> tuple[SegmentationGraph, ModelMetadata]:
+    names = parse_classes(config.classes_file) if config.classes_file else None
+    if is_callable_name(config.model):
+        net, identity, extra, probed = _build_callable(config, names)
+        graph = SegmentationGraph(net, config.labels_output, probed.input_multiple, probed.resize_output)
+        count, voc_default = probed.classes, False
+    else:
+        net, identity, extra, count = _build_table_model(config, names)
+        graph = SegmentationGraph(net, config.labels_output, config.input_multiple or 1)
+        voc_default = True
+    classes, palette = class_names_and_colours(count, names, config.palette_file, voc_default)
     meta = ModelMetadata(
-        model=spec.name,
-        classes=spec.classes,
-        palette=voc_colormap(len(spec.classes)),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        channel_order="RGB",
-        output=OUTPUT_LABELS if labels_output else OUTPUT_LOGITS,
+        model=config.model,
+        classes=classes,
+        palette=palette,
+        mean=tuple(config.mean),  # type: ignore[arg-type]  # three numbers (ExportConfig checks)
+        std=tuple(config.std),  # type: ignore[arg-type]
+        channel_order=config.channel_order,
+        output=OUTPUT_LABELS if config.labels_output else OUTPUT_LOGITS,
         weights=identity,
         versions={
             "torch": torch.__version__,
@@ -77,9 +93,83 @@ def build_graph(
             "segtool": _version("segtool"),
             "python": platform.python_version(),
         },
-        extra={"published": spec.published()},  # torchvision's figures for its pretrained weights
+        extra=extra,
     )
-    return SegmentationGraph(net, labels_output).eval(), meta
+    return graph.eval(), meta
+
+
+def _count_flag(config: ExportConfig, names: tuple[str, ...] | None) -> int | None:
+    """The class count the user stated (--num-classes, or the classes file), checked for agreement."""
+    if names is not None and config.num_classes is not None and len(names) != config.num_classes:
+        raise UsageError(f"--classes {config.classes_file} lists {len(names)} classes but --num-classes is "
+                         f"{config.num_classes}")  # fmt: skip
+    return config.num_classes if config.num_classes is not None else len(names) if names is not None else None
+
+
+def _agree(stated: int | None, found: int, where: str, config: ExportConfig, names: tuple[str, ...] | None) -> None:
+    """The classes file and --num-classes must match the network's class count (named ``where``)."""
+    if stated is None or stated == found:
+        return
+    flag = (f"--classes {config.classes_file} lists {len(names)} classes" if names is not None
+            else f"--num-classes is {config.num_classes}")  # fmt: skip
+    raise UsageError(f"{flag} but {where} has {found}: give one name per class, in the order of its outputs")
+
+
+def _build_table_model(config: ExportConfig, names: tuple[str, ...] | None) -> tuple[Net, dict, Extras, int]:
+    """A torchvision model with the class count of its weights (the checkpoint's classifier)."""
+    spec = get_spec(config.model)
+    stated = _count_flag(config, names)
+    checkpoint: Checkpoint | None = None
+    if config.random_weights or config.weights.upper() == "DEFAULT" or is_enum_member(spec, config.weights):
+        state, identity = resolve_weights(spec, config.weights, config.seed)
+    else:
+        checkpoint = read_checkpoint(Path(config.weights))
+        state, identity = checkpoint.state, checkpoint.identity
+    source = identity.get("file", config.weights)
+    found = None
+    if state is not None:  # the keys as the table model spells them (no module. prefix, no aux head)
+        state = normalize_keys(state, spec.build(device="meta").state_dict())
+        found = spec.classes_in(state)
+    if checkpoint is not None:
+        check_trained_as(checkpoint, source, spec.name, found)
+    if found is None:  # random weights, or a checkpoint without the classifier (apply_state_dict says so)
+        count = stated or len(spec.classes)
+    else:
+        count = found
+        where = f"torchvision's {identity.get('name')}" if checkpoint is None else f"the checkpoint {source}"
+        _agree(stated, found, f"{where} ({spec.classifier[0]} {list(state[spec.classifier[0]].shape)})"
+               if state is not None and spec.classifier[0] in state else where, config, names)  # fmt: skip
+    torch.manual_seed(config.seed)
+    net = spec.build(count)
+    if state is not None:
+        apply_state_dict(net, state, source, spec.name)
+    extra: Extras = {"published": spec.published()} if count == len(spec.classes) else {}  # torchvision's figures
+    return net, identity, extra, count
+
+
+def _build_callable(config: ExportConfig, names: tuple[str, ...] | None) -> tuple[Net, dict, Extras, Probe]:
+    """Your own network: package.module:callable(**model_args), its weights, and what probing it showed."""
+    spec = CallableSpec(config.model, config.model_args)
+    stated = _count_flag(config, names)
+    checkpoint = None
+    if config.random_weights:
+        identity: dict = {"kind": "random", "seed": config.seed}
+    elif config.weights.upper() == "DEFAULT":
+        identity = {"kind": "callable", "name": config.model}  # the weights the callable itself gives
+    else:
+        checkpoint = read_checkpoint(Path(config.weights))
+        identity = checkpoint.identity
+    torch.manual_seed(config.seed)
+    net, kwargs = spec.build(stated)
+    if checkpoint is not None:
+        apply_state_dict(net, checkpoint.state, identity["file"], config.model)
+    probed = probe(net, format_call(config.model, kwargs), config.input_multiple)
+    if checkpoint is not None:
+        check_trained_as(replace(checkpoint, trained_as=None), identity["file"], config.model, probed.classes)
+    _agree(stated, probed.classes, f"{format_call(config.model, kwargs)}'s output", config, names)
+    build = {"callable": config.model, "kwargs": {k: repr(v) for k, v in kwargs.items()},
+             "input_multiple": probed.input_multiple, "resized_output": probed.resize_output}  # fmt: skip
+    return net, identity, cast(Extras, {"build": build}), probed
 
 
 def count_flops(graph: SegmentationGraph, height: int = 520, width: int = 520) -> dict:
@@ -89,7 +179,7 @@ def count_flops(graph: SegmentationGraph, height: int = 520, width: int = 520) -
 
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        graph.model(torch.zeros(1, 3, height, width))
+        graph(torch.zeros(1, 3, height, width))  # through the wrapper: a network may need its input padded
     total = counter.get_total_flops()
     return {"flops": int(total), "height": height, "width": width, "per_pixel": total / (height * width)}
 
@@ -121,7 +211,14 @@ def export_model(
     output = Path(output) if output is not None else config.default_output()
     check_output(output, config)  # found now, not after a minute of exporting
     progress("loading weights")
-    graph, meta = build_graph(config.model, config.weights, config.seed, config.labels_output)
+    graph, meta = build_from_config(config)
+    notes = []
+    if graph.input_multiple > 1:
+        notes.append(f"pads height and width to a multiple of {graph.input_multiple} (the network needs it)")
+    if graph.resize_output:
+        notes.append("upsamples the network's output to the input's size")
+    if notes:
+        progress(f"the graph {' and '.join(notes)}, so it takes any image size")
     progress("counting FLOPs")
     extra: Extras = {**meta.extra, "flops": count_flops(graph), "precision": config.precision}
     progress("exporting to ONNX (torch.onnx, dynamo)")
