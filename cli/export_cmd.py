@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from segtool.export.config import MIN_CALIBRATION  # no torch: the flag's minimum is stated once, there
+from segtool.export.config import MIN_CALIBRATION, ExportConfig  # no torch: defaults and minimums are stated there
 from segtool.export.models import parse_model_args  # no torch either
 from segtool.runtime.errors import ParityError, UsageError
 
@@ -140,22 +140,26 @@ def gate_overrides(**values: float | None) -> dict:
 def load_export_stage():
     """Import the torch side lazily, so the runtime-only install can still run every other command."""
     try:
-        from segtool.export import config, pipeline
+        from segtool.export import pipeline
     except ImportError as exc:
         raise UsageError(
             f"`segtool export` needs PyTorch and ONNX ({exc.name or 'torch'} is not installed): "
             "pip install 'segtool[export]'"
         ) from None
-    return config, pipeline
+    return pipeline
 
 
 def run_export(output: Path | None, **settings):
-    config_module, pipeline = load_export_stage()
-    config = config_module.ExportConfig(**settings)
+    """Settings and paths are checked first (no torch imported yet), then the export runs, each
+    stage shown as it starts with the time since the start."""
+    config = ExportConfig(**settings)
+    output = Path(output) if output is not None else config.default_output()
+    config.check_paths(output)
+    pipeline = load_export_stage()
     started = time.perf_counter()
 
     def progress(stage: str) -> None:
-        say(f"export: {stage} ({time.perf_counter() - started:.1f} s)", to_stderr=True)
+        say(f"export: {stage} (at {time.perf_counter() - started:.1f} s)", to_stderr=True)
 
     try:
         result = pipeline.export_model(output, config, progress)
@@ -178,6 +182,8 @@ def run_export(output: Path | None, **settings):
         f"wrote {result.path} ({size:.1f} MB, {result.meta.model}, {result.meta.weights_label}, "
         f"output {result.meta.output}) in {time.perf_counter() - started:.0f} s"
     )
+    if not result.meta.verified:
+        say("not verified: the parity gate was skipped (--no-verify); `segtool info` says so too")
     return result
 
 

@@ -1,4 +1,4 @@
-"""`segtool models`: the exportable models side by side (needs segtool[export])."""
+"""`segtool models`: the exportable models side by side, from a static table (no torch needed)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,14 @@ import json
 
 from rich.table import Table
 
-from .common import JsonOut, err, out
-from .export_cmd import load_export_stage
+from segtool.export.models import CARDS
+
+from .common import JsonOut, out
 
 
 def models(json_out: JsonOut = False):
     """Every torchvision VOC model segtool exports: size, GFLOP at 520x520, published accuracy."""
-    load_export_stage()  # one clear line if segtool[export] is missing
-    from segtool.export.zoo import describe_models
-
-    with err.status("building each model and counting its FLOPs"):
-        rows = describe_models()
+    rows = [card.row(name) for name, card in CARDS.items()]
     if json_out:
         print(json.dumps(rows, indent=2))
         return

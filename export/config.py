@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from segtool.runtime.errors import UsageError
+from segtool.runtime.files.images import ensure_writable_dir
 from segtool.runtime.model.metadata import IMAGENET_MEAN, IMAGENET_STD, MAX_CLASSES, PRECISIONS, Precision
 
 DEFAULT_MODEL = "fcn_resnet50"
@@ -91,6 +92,15 @@ class ExportConfig:
     @property
     def random_weights(self) -> bool:
         return self.weights.lower() == "random"
+
+    def check_paths(self, output: Path) -> None:
+        """Refuse, before any work (and before torch is imported), an output that is not a regular
+        file or cannot be written, and a calibration source or checkpoint that does not exist."""
+        if output.exists() and not output.is_file():
+            raise UsageError(f"--output {output} exists and is not a regular file")
+        ensure_writable_dir(output.parent)
+        if self.calibration is not None and not Path(self.calibration).exists():
+            raise UsageError(f"--calibration {self.calibration}: no such folder or video")
 
     def default_output(self, folder: Path = Path("models")) -> Path:
         """models/<model>[_random][_labels][_int8|_fp16].onnx: random weights never take a pretrained name

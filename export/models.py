@@ -39,6 +39,36 @@ PUBLISHED = "COCO-val2017-VOC-labels"  # the data set torchvision's published me
 
 
 @dataclass(frozen=True)
+class ModelCard:
+    """What `segtool models` shows, without torch: parameters and FLOPs counted on the architecture as
+    exported (no aux head, 520x520, 2 FLOPs per multiply-add), and torchvision's published accuracy
+    and checkpoint for its COCO_WITH_VOC_LABELS_V1 weights. ``tests/test_zoo.py`` recounts and checks it."""
+
+    params_m: float
+    gflop: float
+    miou: float
+    pixel_acc: float
+    checkpoint: str
+
+    def row(self, name: str) -> dict:
+        sha = self.checkpoint.rsplit("-", 1)[-1].split(".")[0]
+        return {"model": name, "params_m": self.params_m, "gflop": self.gflop, "input": "520x520",
+                "fp32_mb": round(self.params_m * 4, 1), "int8_mb": round(self.params_m, 1), "miou": self.miou,
+                "pixel_acc": self.pixel_acc, "dataset": PUBLISHED, "checkpoint": self.checkpoint,
+                "sha256_prefix": sha}  # fmt: skip
+
+
+CARDS = {
+    "fcn_resnet50": ModelCard(32.96, 285.5, 60.5, 91.4, "fcn_resnet50_coco-1167a1af.pth"),
+    "fcn_resnet101": ModelCard(51.95, 445.5, 63.7, 91.9, "fcn_resnet101_coco-7ecb50ca.pth"),
+    "deeplabv3_resnet50": ModelCard(39.64, 337.5, 66.4, 92.4, "deeplabv3_resnet50_coco-cd0a2569.pth"),
+    "deeplabv3_resnet101": ModelCard(58.63, 497.5, 67.4, 92.4, "deeplabv3_resnet101_coco-586e9e4e.pth"),
+    "deeplabv3_mobilenet_v3_large": ModelCard(11.03, 20.9, 60.3, 91.2, "deeplabv3_mobilenet_v3_large-fc3c493d.pth"),
+    "lraspp_mobilenet_v3_large": ModelCard(3.22, 4.2, 57.9, 91.2, "lraspp_mobilenet_v3_large-d234d4ea.pth"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str  # torchvision builder, e.g. "fcn_resnet50"
     weights_enum: str  # torchvision weights enum, e.g. "FCN_ResNet50_Weights"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import onnx
 import onnxruntime as ort
@@ -18,7 +18,7 @@ import torch
 import torchvision
 
 from segtool.runtime.errors import ParityError, UsageError
-from segtool.runtime.files.images import atomic_write_bytes, ensure_writable_dir
+from segtool.runtime.files.images import atomic_write_bytes
 from segtool.runtime.model.classes import parse_classes
 from segtool.runtime.model.metadata import OUTPUT_LABELS, OUTPUT_LOGITS, Extras, ModelMetadata
 
@@ -169,7 +169,7 @@ def _build_callable(config: ExportConfig, names: tuple[str, ...] | None) -> tupl
     _agree(stated, probed.classes, f"{format_call(config.model, kwargs)}'s output", config, names)
     build = {"callable": config.model, "kwargs": {k: repr(v) for k, v in kwargs.items()},
              "input_multiple": probed.input_multiple, "resized_output": probed.resize_output}  # fmt: skip
-    return net, identity, cast(Extras, {"build": build}), probed
+    return net, identity, Extras(build=build), probed
 
 
 def count_flops(graph: SegmentationGraph, height: int = 520, width: int = 520) -> dict:
@@ -182,16 +182,6 @@ def count_flops(graph: SegmentationGraph, height: int = 520, width: int = 520) -
         graph(torch.zeros(1, 3, height, width))  # through the wrapper: a network may need its input padded
     total = counter.get_total_flops()
     return {"flops": int(total), "height": height, "width": width, "per_pixel": total / (height * width)}
-
-
-def check_output(output: Path, config: ExportConfig) -> None:
-    """Refuse, before any work, an output that is not a regular file or cannot be written, and a
-    calibration source that does not exist."""
-    if output.exists() and not output.is_file():
-        raise UsageError(f"--output {output} exists and is not a regular file")
-    ensure_writable_dir(output.parent)
-    if config.calibration is not None and not Path(config.calibration).exists():
-        raise UsageError(f"--calibration {config.calibration}: no such folder or video")
 
 
 def export_model(
@@ -209,7 +199,7 @@ def export_model(
     """
     config = replace(config or ExportConfig(), **overrides)
     output = Path(output) if output is not None else config.default_output()
-    check_output(output, config)  # found now, not after a minute of exporting
+    config.check_paths(output)  # found now, not after a minute of exporting
     progress("loading weights")
     graph, meta = build_from_config(config)
     notes = []

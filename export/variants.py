@@ -36,7 +36,8 @@ from .parity import ParityRow, row, sample_batch
 log = logging.getLogger(__name__)
 
 
-def calibration_batches(mean, std, source: Path | None, count: int, size: int) -> tuple[list[np.ndarray], str]:
+def calibration_batches(mean, std, source: Path | None, count: int, size: int,
+                        channel_order: str = "RGB") -> tuple[list[np.ndarray], str]:  # fmt: skip
     """Model inputs for calibration and a description of where they came from.
 
     ``source`` is a folder of images or a video (frames); unreadable images are skipped with a
@@ -51,7 +52,7 @@ def calibration_batches(mean, std, source: Path | None, count: int, size: int) -
             sample_batch(s, mean, std, seed=1000 + k) for k, s in enumerate(shapes)
         ], f"generated: {count} smooth random images at {size}x{size} (no --calibration folder given)"
     skipped: list[str] = []
-    normalize = Normalizer(mean, std)
+    normalize = Normalizer(mean, std, channel_order)  # the network's own channel order
     batches = [
         normalize([resize_for_inference(to_uint8_3ch(image), max_size=size)], "bgr")
         for _, image in iter_images([str(source)], count, on_error=lambda name, message: skipped.append(message))
@@ -98,7 +99,7 @@ def make_variant(fp32_model: bytes, config: ExportConfig, mean, std,
     logits, or the label maps themselves for a labels-output graph (``int8.labels_of``).
     """
     batches, source = calibration_batches(mean, std, config.calibration, config.calibration_count,
-                                          config.calibration_size)  # fmt: skip
+                                          config.calibration_size, config.channel_order)  # fmt: skip
     target = config.variant_target
     record: dict[str, object]
     if config.precision == "int8":

@@ -14,6 +14,7 @@ from segtool.export import export_model
 from segtool.export.models import MODELS
 from segtool.export.parity import Gate, row, sample_batch
 from segtool.export.pipeline import build_graph
+from segtool.export.zoo import describe_models
 from segtool.runtime import Segmenter
 from segtool.runtime.model.metadata import IMAGENET_MEAN as MEAN
 from segtool.runtime.model.metadata import IMAGENET_STD as STD
@@ -63,11 +64,23 @@ def test_metadata_carries_the_published_metrics(name, zoo):
     assert published["checkpoint"] in weights.url and meta.model == name
 
 
+def no_torch(tmp_path) -> dict[str, str]:
+    """PYTHONPATH entries that make torch, torchvision and onnx refuse to import."""
+    for name in ("torch", "torchvision", "onnx"):
+        (tmp_path / "blockers" / name).mkdir(parents=True)
+        (tmp_path / "blockers" / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked')\n")
+    return {"PYTHONPATH": str(tmp_path / "blockers")}
+
+
 def test_models_command_lists_all_six(tmp_path):
-    proc = run_segtool("models", "--json")
+    proc = run_segtool("models", "--json", env_extra=no_torch(tmp_path))  # no torch needed
     assert proc.returncode == 0, proc.stderr
     rows = {r["model"]: r for r in json.loads(proc.stdout)}
     assert set(rows) == set(MODELS)
+    counted = {r["model"]: r for r in describe_models()}  # built and counted now, published figures from torchvision
+    for name, shown in rows.items():
+        for key in ("params_m", "gflop", "miou", "pixel_acc", "checkpoint", "sha256_prefix"):
+            assert shown[key] == counted[name][key], (name, key)
     lraspp, fcn = rows["lraspp_mobilenet_v3_large"], rows["fcn_resnet50"]
     assert lraspp["params_m"] == pytest.approx(3.22, abs=0.01) and 3 < lraspp["gflop"] < 6
     assert fcn["gflop"] > 50 * lraspp["gflop"] and fcn["miou"] == 60.5

@@ -43,6 +43,7 @@ class Extras(TypedDict, total=False):
     flops: dict  # {"flops", "height", "width", "per_pixel"} of one forward pass
     parity: dict  # the fp32 gate: tolerances, rule, provider, one row per shape
     variant: dict  # int8/fp16: agreement with fp32, target, met, calibration, fp32 tensors
+    build: dict  # --model package.module:callable: the call and its settings
     adopted: dict  # `segtool adopt`: the source file, its producer, the input/output it had, what was dropped
     output_stride: int  # the output is 1/stride of the input's height and width (the runtime upsamples it)
     input_size: list  # [height, width] when the graph only takes that size

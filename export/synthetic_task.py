@@ -1,0 +1,149 @@
+"""A small trained test model: a zoo network taught a synthetic task that needs shapes and context.
+
+Random weights hide whether colours, names and class counts line up end to end; a model that really
+segments something shows it. The task: textured backgrounds (noise, stripes, gradients, checks in
+random colours) with filled discs, rings and triangles in random colours, sizes and positions, possibly
+overlapping. Colour says nothing about the class; a ring differs from a disc only by its hollow centre
+(context), a triangle from a disc only by its outline (shape).
+
+Classes: 0 background, 1 circle, 2 ring, 3 triangle (``CLASSES``; ``PALETTE`` their colours).
+``train`` fine-tunes ``lraspp_mobilenet_v3_large`` from random init (nothing can be downloaded) for a
+fixed number of seeded steps on 2 CPU threads and returns a plain state dict, what users have.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from segtool.runtime.model.metadata import IMAGENET_MEAN, IMAGENET_STD
+
+MODEL = "lraspp_mobilenet_v3_large"
+CLASSES = ("background", "circle", "ring", "triangle")
+PALETTE = ((20, 20, 20), (230, 60, 40), (40, 150, 230), (250, 200, 30))  # RGB; not VOC's on purpose
+SIZE = 96  # training pictures are SIZE x SIZE
+SHAPES = (2, 4)  # shapes in a picture, at least and at most
+RADIUS = (12.0, 22.0)  # in pixels, whatever the picture's size
+TRAIN_SEED, HELD_OUT_SEED = 0, 1_000_003  # held-out pictures come from another generator
+
+
+def _colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, 3).astype(np.float32)
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """float32 HxWx3 BGR texture: blurred noise, stripes, a gradient or checks, in random colours."""
+    a, b = _colour(rng), _colour(rng)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    kind = rng.integers(4)
+    if kind == 0:  # blotchy noise
+        noise = cv2.GaussianBlur(rng.random((height, width), dtype=np.float32), (0, 0), float(rng.uniform(1, 4)))
+        t = (noise - noise.min()) / max(float(np.ptp(noise)), 1e-6)
+    elif kind == 1:  # stripes at any angle
+        angle, period = rng.uniform(0, math.pi), rng.uniform(6, 24)
+        t = 0.5 + 0.5 * np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period)
+    elif kind == 2:  # linear gradient
+        angle = rng.uniform(0, 2 * math.pi)
+        t = xx * math.cos(angle) + yy * math.sin(angle)
+        t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
+    else:  # checks
+        cell = rng.uniform(6, 20)
+        t = ((np.floor(xx / cell) + np.floor(yy / cell)) % 2).astype(np.float32)
+    return a * (1 - t[..., None]) + b * t[..., None]
+
+
+def make_sample(rng: np.random.Generator, height: int = SIZE, width: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """One picture: (HxWx3 uint8 BGR image, HxW uint8 labels in 0..3). Shapes are drawn in turn, a
+    later one over an earlier one; a ring's hole shows what lies beneath it."""
+    image = _background(rng, height, width)
+    labels = np.zeros((height, width), np.uint8)
+    for _ in range(rng.integers(SHAPES[0], SHAPES[1] + 1)):
+        cls = int(rng.integers(1, 4))
+        radius = rng.uniform(*RADIUS)
+        margin = 0.6 * radius  # the centre stays in view: a ring cut through its hole would look like a disc
+        cx, cy = rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)
+        mask = np.zeros((height, width), np.uint8)
+        centre = (round(cx), round(cy))
+        if cls == 1:
+            cv2.circle(mask, centre, round(radius), 1, -1, cv2.LINE_8)
+        elif cls == 2:
+            cv2.circle(mask, centre, round(radius), 1, -1, cv2.LINE_8)
+            cv2.circle(mask, centre, round(radius * rng.uniform(0.45, 0.6)), 0, -1, cv2.LINE_8)
+        else:
+            turn = rng.uniform(0, 2 * math.pi)
+            corners = [(cx + 1.3 * radius * math.cos(turn + k * 2 * math.pi / 3),
+                        cy + 1.3 * radius * math.sin(turn + k * 2 * math.pi / 3)) for k in range(3)]  # fmt: skip
+            cv2.fillPoly(mask, [np.round(corners).astype(np.int32)], 1, cv2.LINE_8)
+        inside = mask.astype(bool)
+        image[inside] = _colour(rng)
+        labels[inside] = cls
+    image += rng.normal(0, rng.uniform(2, 10), image.shape).astype(np.float32)  # sensor noise
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), labels
+
+
+def make_set(seed: int, count: int, height: int = SIZE, width: int = SIZE) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` pictures from ``seed`` (use ``HELD_OUT_SEED`` for pictures the model never saw)."""
+    rng = np.random.default_rng(seed)
+    return [make_sample(rng, height, width) for _ in range(count)]
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """BGR uint8 pictures -> the normalized RGB float batch the runtime feeds an exported model."""
+    x = torch.from_numpy(np.stack([im[:, :, ::-1] for im in images]).copy()).permute(0, 3, 1, 2).float() / 255
+    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def train(steps: int = 300, batch: int = 16, seed: int = TRAIN_SEED, lr: float = 3e-3, threads: int = 2,
+          log: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Seeded training from random init (AdamW, one-cycle schedule); the eval-mode state dict."""
+    import torchvision.models.segmentation as tv_seg
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    try:
+        net = tv_seg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=len(CLASSES))
+        optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
+        rng = np.random.default_rng(seed)
+        net.train()
+        start = time.monotonic()
+        for step in range(steps):
+            pictures = [make_sample(rng) for _ in range(batch)]
+            x = to_tensor([p[0] for p in pictures])
+            y = torch.from_numpy(np.stack([p[1] for p in pictures])).long()
+            loss = torch.nn.functional.cross_entropy(net(x)["out"], y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if log and (step % 25 == 0 or step == steps - 1):
+                log(f"step {step}: loss {loss.item():.3f} ({time.monotonic() - start:.0f} s)")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    net.eval()
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def scores(predicted: np.ndarray, truth: np.ndarray, classes: int = len(CLASSES)) -> dict[str, float]:
+    """Pixel accuracy and each class's IoU (``iou_<name>``) of label maps against the ground truth."""
+    out = {"pixel_accuracy": float((predicted == truth).mean())}
+    for k in range(classes):
+        union = np.logical_or(predicted == k, truth == k).sum()
+        out[f"iou_{CLASSES[k]}"] = float(np.logical_and(predicted == k, truth == k).sum() / union) if union else 1.0
+    return out
+
+
+def write_task_files(folder: Path) -> tuple[Path, Path]:
+    """classes.txt (one name a line) and palette.txt ('R G B' a line) for ``segtool export``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    classes, palette = folder / "classes.txt", folder / "palette.txt"
+    classes.write_text("".join(f"{name}\n" for name in CLASSES))
+    palette.write_text("".join(f"{r} {g} {b}\n" for r, g, b in PALETTE))
+    return classes, palette
