@@ -75,6 +75,22 @@ def serve_line() -> list[str]:
     return line
 
 
+def own_model_files(root: Path) -> None:
+    """ "Your own model": a 3-class lraspp fine-tune and a 3-class smp U-Net (seeded random weights,
+    saved as state_dicts, as training scripts save them), with a classes and a colours file."""
+    import segmentation_models_pytorch as smp
+    import torch
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    (root / "my_classes.txt").write_text("background\ncar\nperson\n")
+    (root / "my_colours.txt").write_text("0 0 0\n#ff8800\n30 144 255\n")
+    net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3)
+    torch.save(net.state_dict(), root / "my_lraspp.pth")
+    unet = smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=3)
+    torch.save(unet.state_dict(), root / "my_unet.pth")
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, model_path, int8_model):
     root = tmp_path_factory.mktemp("readme")
@@ -84,6 +100,7 @@ def workdir(tmp_path_factory, model_path, int8_model):
     (root / "models" / "fcn_resnet50.onnx").symlink_to(model_path)  # what `segtool demo` finds and reuses
     (root / "my_model.onnx").symlink_to(model_path)  # `segtool adopt`: "a model exported elsewhere"
     (root / "classes.txt").write_text("\n".join(VOC_CLASSES) + "\n")
+    own_model_files(root)
     cv2.imwrite(str(root / "street.jpg"), scene(240, 320, seed=5))
     fourcc = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]
     writer = cv2.VideoWriter(str(root / "walk.mp4"), fourcc, 25.0, (96, 64))
