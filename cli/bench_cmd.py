@@ -1,5 +1,6 @@
 """`segtool bench`: per-stage timings of still images, video FPS end to end against pure inference,
-achieved GFLOP/s against the machine's matmul rate, and the seed's PyTorch pipeline, in one run."""
+achieved GFLOP/s against the machine's matmul rate, and the seed's PyTorch pipeline, in one run;
+with --engines, every engine that starts here side by side (ONNX Runtime, OpenVINO per device and precision)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from segtool.runtime.tools.benchmark import STAGES, bench_report
+from segtool.runtime.errors import UsageError
+from segtool.runtime.tools.benchmark import ENGINE_SIZES, STAGES, bench_engines, bench_report
 
 from .common import Device, JsonOut, ModelArg, err, out, parse_size, say
 
@@ -30,10 +32,31 @@ def bench(
     torch_too: Annotated[bool, Opt("--torch", help="Also time the seed's PyTorch eager pipeline.")] = False,
     matmul: Annotated[bool, Opt("--matmul/--no-matmul", help="Measure numpy's fp32 matmul rate.")] = True,
     cache: Annotated[bool, Opt("--cache", help="CPU: use/make the optimized-graph cache.")] = False,
+    engines: Annotated[
+        bool,
+        Opt(
+            "--engines",
+            help="Every engine that starts here side by side: ONNX Runtime CPU/CUDA, OpenVINO per device "
+            "and precision (latency, video FPS, agreement with ONNX Runtime fp32) [sizes 520x520,640x360].",
+        ),
+    ] = False,
     json_out: JsonOut = False,
 ):
     """Time read, preprocess, inference, postprocess, write (median, p90), cold start, memory, video FPS."""
     size_list = [parse_size(s) or (0, 0) for s in (sizes or "").split(",") if s.strip()]
+    if engines:
+        if device != "auto" or torch_too or cache:
+            raise UsageError("--engines measures every engine itself: drop --device, --torch and --cache")
+        if not size_list and not image:
+            size_list = list(ENGINE_SIZES)
+        with err.status("benchmarking every engine"):
+            report = bench_engines(model, size_list, list(image or []), list(video or []), runs, warmup, frames,
+                                   parse_size(size))  # fmt: skip
+        if json_out:
+            print(json.dumps(report, indent=2))
+        else:
+            print_engines(report)
+        return
     if not size_list and not image and not video:
         size_list = [(520, 520), (1280, 853)]
     with err.status("benchmarking"):
@@ -111,3 +134,31 @@ def stage_table(ort_result: dict, torch_result: dict | None) -> Table:
         f" (PyTorch {torch_result['cold_ms']:.0f} ms)" if torch_result else ""
     )
     return table
+
+
+def print_engines(report: dict) -> None:
+    machine = report["machine"]
+    say(f"{report['model']} on {machine['cpu']}, {machine['cores']} cores, flags {' '.join(machine['flags']) or '-'}; "
+        f"median of {report['runs']} runs")  # fmt: skip
+    ran = [r for r in report["engines"] if "results" in r]
+    sizes = [f"{t['width']}x{t['height']}" for t in ran[0]["results"]] if ran else []
+    table = Table(title_justify="left")
+    for k, column in enumerate(["device", "runs on", "open s", *[f"{s} ms" for s in sizes], "agreement", "video FPS"]):
+        table.add_column(column, justify="left" if k < 2 else "right")
+    for r in ran:
+        times = [f"{t['inference']['median_ms']:.1f}" for t in r["results"]]
+        agreement = min((t["agreement"] for t in r["results"] if "agreement" in t), default=None)
+        fps = ", ".join(f"{v['end_to_end_fps']:.2f}" for v in r["videos"]) or "-"
+        table.add_row(r["device"], r["provider"], f"{r['open_s']:.1f}", *times,
+                      "-" if agreement is None else f"{agreement:.2%}", fps)  # fmt: skip
+    out.print(table)
+    for r in report["engines"]:
+        if "error" in r:
+            say(f"  {r['device']}: {r['error']}")
+    if report["reference_classes"] == 1:
+        say("  ONNX Runtime's labels hold one class only (random weights?): every agreement is then 100%")
+    for key, what in (("fastest_full_precision", "in the file's own precision"), ("fastest", "of all")):
+        best = next((r for r in ran if r["device"] == report[key]), None)
+        if best and (key == "fastest_full_precision" or best["reduced"]):
+            say(f"fastest here {what}: --device {best['device']} ({best['provider']})")
+    say("agreement: the lowest share of pixels labelled as ONNX Runtime's CPU labels them")

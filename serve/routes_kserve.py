@@ -113,7 +113,7 @@ def kserve_router(service) -> APIRouter:
 
         def work(prepared: tuple[dict, np.ndarray, set[str]] | None) -> tuple[bytes, int | None]:
             parsed, tensor, binary = prepared or prepare()
-            result = seg.run(tensor)
+            result = seg.forward(tensor)  # the graph's own output, as Triton would answer (no upsampling)
             result = result.astype(np.uint8) if labels_out else result.astype(np.float32, copy=False)
             return encode_response(service.name, "1", {graph_out.name: result}, binary, parsed.get("id"))
 

@@ -1,20 +1,33 @@
 """``Segmenter``: one exported model, ready to turn images into label maps.
 
-It owns the ONNX Runtime session and everything the file's metadata says about the model;
+It owns the engine that runs the file (ONNX Runtime, or OpenVINO for ``--device openvino...``;
+``segtool.runtime.model.engines``) and everything the file's metadata says about the model;
 data flows one way through it: image array -> normalized tensor -> output -> uint8 labels.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from segtool.runtime.errors import DeviceError, InputError, ModelError, OutOfMemory, SegtoolError
+from segtool.runtime.errors import DeviceError, ModelError, SegtoolError, UsageError
+from segtool.runtime.model.engines import (
+    AGREEMENT_TARGET,
+    DEVICE_FORMAT,
+    GATE_SIZE,
+    OPENVINO_HARDWARE,
+    ORT_DEVICES,
+    Engine,
+    OpenVinoEngine,
+    OrtEngine,
+    PrecisionCheck,
+    gate_images,
+    openvino_target,
+)
 from segtool.runtime.model.metadata import OUTPUT_LABELS, ModelMetadata
 from segtool.runtime.model.postprocess import argmax_channels, resize_labels, resize_logits
 from segtool.runtime.model.prefetch import prefetch
@@ -25,34 +38,18 @@ from segtool.runtime.model.tiling import segment_tiled
 
 log = logging.getLogger(__name__)
 
-# ONNX Runtime's own error classes (Fail, InvalidArgument, RuntimeException, EPFail, ...) derive from
-# Exception, not RuntimeError: every one of them is caught by name.
-ORT_ERRORS: tuple[type[Exception], ...] = tuple(
-    cls for cls in vars(ort_state).values() if isinstance(cls, type) and issubclass(cls, Exception)
-)
-SESSION_ERRORS: tuple[type[BaseException], ...] = (*ORT_ERRORS, RuntimeError, MemoryError)
-_DEVICE_ERRORS = tuple(getattr(ort_state, name) for name in ("EPFail", "DeviceReset") if hasattr(ort_state, name))
-# A failed allocation for one input (std::bad_alloc, the CPU or CUDA arena, cudaErrorMemoryAllocation) is that
-# input's failure: a smaller one goes through.
-_ALLOCATION = re.compile(r"bad_alloc|bad allocation|failed to allocate|out of memory|MemoryAllocation", re.I)
-_DEVICE = re.compile(r"cuda|cudnn|cublas|tensorrt|execution provider", re.I)
 
-
-def inference_error(exc: BaseException, shape: tuple[int, ...], provider: str) -> SegtoolError:
-    """An exception from a session's run -> ``InputError`` when the input is at fault (wrong rank, type
-    or size, or too large for memory), else ``DeviceError`` (the execution provider or GPU) or
-    ``ModelError`` (a node that fails): a fault of the model or the device, never blamed on the input."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-    size = "x".join(map(str, shape))
-    if isinstance(exc, MemoryError) or _ALLOCATION.search(str(exc)):
-        return OutOfMemory(f"inference ran out of memory on a {size} input ({first})")
-    if isinstance(exc, ort_state.InvalidArgument):
-        return InputError(f"inference failed on a {size} input ({first})")
-    if isinstance(exc, _DEVICE_ERRORS) or _DEVICE.search(str(exc)):
-        return DeviceError(f"{provider} failed during inference on a {size} input ({first}): a fault of the "
-                           "device, not of the input")  # fmt: skip
-    return ModelError(f"the model failed during inference on a {size} input ({first}): a fault of the model, "
-                      "not of the input")  # fmt: skip
+def open_engine(path: Path, device: str = "auto", threads: int | None = None, cache: bool = False) -> Engine:
+    """The engine for ``device``: OpenVINO for ``openvino[:HARDWARE[:PRECISION]]``, else ONNX Runtime
+    (``auto``: CUDA when it really starts, else the CPU). ``cache`` keeps compiled work beside the
+    model: ORT's optimized CPU graph, TensorRT engines, OpenVINO's compiled blobs."""
+    target = openvino_target(device)
+    if target is not None:
+        return OpenVinoEngine(path, target, threads, str(path.parent / ".segtool-ov-cache") if cache else None)
+    if device not in ORT_DEVICES:
+        raise UsageError(f"unknown device {device!r}: choose one of {', '.join(ORT_DEVICES)} or {DEVICE_FORMAT}")
+    engines = str(path.parent / ".segtool-trt-cache") if cache else None  # TensorRT engine/timing cache
+    return OrtEngine(*create_session(str(path), device, threads, cache_dir=engines, cache=cache))
 
 
 class Segmenter:
@@ -61,6 +58,10 @@ class Segmenter:
     >>> seg = Segmenter("models/fcn_resnet50.onnx")          # device="auto": CUDA if it starts, else CPU
     >>> labels = seg.segment(cv2.imread("street.jpg"))       # HxW uint8 class indices, BGR input
     >>> seg.meta.classes[labels[0, 0]], seg.provider
+
+    ``device="openvino"`` (or ``openvino:GPU``, ``openvino:NPU``) compiles the same file with OpenVINO,
+    in f32; ``openvino:CPU:bf16`` or ``openvino:GPU:f16`` compute in a reduced precision, accepted only
+    when its labels agree with f32 on ``AGREEMENT_TARGET`` of the pixels (``precision_check``).
     """
 
     def __init__(
@@ -75,14 +76,14 @@ class Segmenter:
         if not path.is_file():
             raise ModelError(f"model {path} not found")
         try:
-            engines = str(path.parent / ".segtool-trt-cache") if cache else None  # TensorRT engine/timing cache
-            self.session, self.provider = create_session(str(path), device, threads, cache_dir=engines, cache=cache)
+            self.engine: Engine = open_engine(path, device, threads, cache)
         except SegtoolError:
             raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{path}: not a usable ONNX model ({first})") from None
         self.path = path
+        self.provider = self.engine.provider
         self.meta = ModelMetadata.from_session(self.session, str(path))
         self.input_name = self.session.get_inputs()[0].name
         self.normalize = Normalizer(self.meta.mean, self.meta.std, self.meta.channel_order)
@@ -93,8 +94,10 @@ class Segmenter:
         fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
         self.fixed_batch: int | None = fixed[0]
         self.fixed_size: Size | None = (fixed[3], fixed[2]) if fixed[2] and fixed[3] else None  # (width, height)
-        # On a GPU, IO binding lets ONNX Runtime place the output itself and copy it to the host once.
-        self.io_binding = self.provider != CPU
+        self.precision_check: PrecisionCheck | None = None
+        if self.engine.reduced:
+            self.precision_check = self._check_precision(device)
+            self.provider = f"{self.engine.provider} ({self.precision_check.agreement:.2%} f32 agreement)"
         if warn_random and self.meta.random_weights:
             log.warning(
                 "%s holds %s: its labels are meaningless (for tests and benchmarks only)", path, self.meta.weights_label
@@ -105,6 +108,46 @@ class Segmenter:
                 "(use an fp32 or int8 export there)",
                 path,
             )
+
+    @property
+    def session(self) -> Any:
+        """The graph as ONNX Runtime describes it (``get_inputs()``, ``get_outputs()``, ``get_modelmeta()``):
+        ONNX Runtime's session itself, or the OpenVINO engine's description of the same file."""
+        return self.engine.session
+
+    @session.setter
+    def session(self, value: Any) -> None:
+        self.engine.session = value
+
+    @property
+    def io_binding(self) -> bool:
+        """ONNX Runtime on a GPU: the output placed by ORT and copied to the host once."""
+        return bool(getattr(self.engine, "io_binding", False))
+
+    @io_binding.setter
+    def io_binding(self, value: bool) -> None:
+        self.engine.io_binding = value  # type: ignore[attr-defined]  # ONNX Runtime's engine only
+
+    def _check_precision(self, device: str) -> PrecisionCheck:
+        """The agreement gate: labels in the engine's reduced precision against f32 on generated images;
+        a ``DeviceError`` with the figure when they agree on less than ``AGREEMENT_TARGET`` of the pixels."""
+        reference = self.engine.reference()
+        size = self.fixed_size or GATE_SIZE
+        tensors = [self.prepare([image], size=size) for image in gate_images(size)]
+        same = [np.mean(self._labels(self.forward(t)) == self._labels(self.forward(t, reference))) for t in tensors]
+        check = PrecisionCheck(
+            str(self.engine.reduced), float(np.mean(same)), AGREEMENT_TARGET, len(tensors), size, reference.provider
+        )
+        if not check.passed:
+            target = openvino_target(device)
+            family = target.family if target else "CPU"
+            f32 = f"openvino:{family}" if OPENVINO_HARDWARE[family].default == "f32" else "openvino:CPU"
+            raise DeviceError(f"device {device!r} refused: {check.describe()}; use --device {f32} for f32")
+        log.warning("%s on %s: %s", self.path, self.engine.provider, check.describe())
+        return check
+
+    def _labels(self, output: np.ndarray) -> np.ndarray:
+        return output.astype(np.uint8, copy=False) if self.meta.output == OUTPUT_LABELS else argmax_channels(output)
 
     def prepare(
         self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None, size: Size | None = None
@@ -129,37 +172,25 @@ class Segmenter:
             return np.stack([resize_labels(one.astype(np.uint8), height, width) for one in output])
         return resize_logits(output, height, width)
 
-    def forward(self, tensor: np.ndarray) -> np.ndarray:
+    def forward(self, tensor: np.ndarray, engine: Engine | None = None) -> np.ndarray:
         """The graph's own output for a prepared batch (at its own resolution), cut into the graph's
-        batch size when it has a fixed one."""
+        batch size when it has a fixed one; on ``engine`` when given (the gate's f32 reference)."""
+        run = (engine or self.engine).run
         step = self.fixed_batch
         if step is None or tensor.shape[0] == step:
-            return self._session_run(tensor)
+            return run(tensor)
         parts = []
         for start in range(0, tensor.shape[0], step):
             chunk = tensor[start : start + step]
             filled = len(chunk)
             if filled < step:  # the last chunk, padded with copies of its last image
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - filled, axis=0)])
-            parts.append(self._session_run(np.ascontiguousarray(chunk))[:filled])
+            parts.append(run(np.ascontiguousarray(chunk))[:filled])
         return np.concatenate(parts)
-
-    def _session_run(self, tensor: np.ndarray) -> np.ndarray:
-        try:
-            if not self.io_binding:
-                return self.session.run([self.output_name], {self.input_name: tensor})[0]
-            binding = self.session.io_binding()
-            binding.bind_cpu_input(self.input_name, tensor)
-            binding.bind_output(self.output_name)
-            self.session.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
-        except SESSION_ERRORS as exc:
-            raise inference_error(exc, tensor.shape, self.provider) from exc
 
     def labels_at(self, output: np.ndarray, height: int, width: int) -> list[np.ndarray]:
         """Model output for a batch -> one uint8 label map per image, at (height, width)."""
-        labels = output.astype(np.uint8, copy=False) if self.meta.output == OUTPUT_LABELS else argmax_channels(output)
-        return [resize_labels(one, height, width) for one in labels]
+        return [resize_labels(one, height, width) for one in self._labels(output)]
 
     def segment_batch(
         self, images: list[np.ndarray], color: str = "bgr", max_size: int | None = None, size: Size | None = None

@@ -3,12 +3,17 @@
 Stages: read (decode the file), preprocess, inference, postprocess (argmax if the graph does
 not do it, labels back to full size), write (paletted PNG, atomically). Medians and p90 over
 ``runs`` after ``warmup``; the first call at each input shape is reported as the cold latency.
+
+``bench_engines`` (``segtool bench --engines``) puts every engine that starts here side by side:
+ONNX Runtime's CPU (the reference), CUDA when it starts, each OpenVINO device in each precision
+it computes in; inference latency per size, video FPS end to end, and agreement with ONNX Runtime's fp32.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -17,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from segtool.runtime.errors import SegtoolError, UsageError
 from segtool.runtime.files.images import atomic_write_bytes, encode_image, read_image
@@ -24,7 +30,10 @@ from segtool.runtime.files.pictures import Painter
 from segtool.runtime.files.sources import VIDEO, Source
 from segtool.runtime.files.video import VideoSource
 from segtool.runtime.jobs import JobOptions, segment_video
+from segtool.runtime.model.engines import openvino_variants
 from segtool.runtime.model.segmenter import Segmenter
+from segtool.runtime.model.session import CUDA, TENSORRT, cpu_flags
+from segtool.runtime.tools.agreement import as_labels, compare_outputs
 from segtool.runtime.tools.synthetic import smooth_image
 
 STAGES = ("read", "preprocess", "inference", "postprocess", "write")
@@ -206,7 +215,7 @@ def bench_report(
             report["runtime"] = bench_runtime(model, inputs, device, runs, warmup, cache)
             if torch:
                 rt = report["runtime"]
-                torch_device = "cuda" if rt["provider"] != "CPUExecutionProvider" else "cpu"
+                torch_device = "cuda" if rt["provider"] in (CUDA, TENSORRT) else "cpu"
                 # Same architecture, seeded weights: timing does not depend on the weights' values.
                 report["pytorch"] = run_torch(
                     rt["model"], rt["weights_record"].get("seed", 0), inputs, runs, warmup, torch_device
@@ -217,3 +226,98 @@ def bench_report(
     if matmul:
         report["matmul"] = matmul_gflops()
     return report
+
+
+ENGINE_SIZES = ((520, 520), (640, 360))  # (width, height) that `bench --engines` times by default
+ENGINE_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def engine_devices() -> list[str]:
+    """Every device whose engine may start here: ONNX Runtime's CPU first (the reference), CUDA when
+    this ONNX Runtime offers it, then each OpenVINO device in each precision it computes in."""
+    return ["cpu"] + (["cuda"] if CUDA in ort.get_available_providers() else []) + openvino_variants()
+
+
+def bench_engines(
+    model: Path,
+    sizes: list[tuple[int, int]],
+    images: list[Path],
+    videos: list[Path],
+    runs: int = 5,
+    warmup: int = 1,
+    frames: int = 30,
+    video_size: tuple[int, int] | None = None,
+    devices: list[str] | None = None,
+) -> dict:
+    """Every engine that starts on this machine, side by side on the same inputs (generated pictures
+    at ``sizes``, and ``images`` at their own size): inference latency, end-to-end video FPS, and how
+    its labels agree with ONNX Runtime's CPU (the file's own precision). A device that does not start,
+    or a reduced precision the agreement gate refuses, is a row with its one-line error.
+
+    The engines take turns, run by run, on each input: a machine whose load drifts (a shared box)
+    weighs on all of them alike. The first run of each is its cold latency."""
+    rows: list[dict] = []
+    opened: list[tuple[dict, Segmenter]] = []
+    for device in devices or engine_devices():
+        started = time.perf_counter()
+        try:
+            seg = Segmenter(model, device=device, warn_random=False)
+        except SegtoolError as exc:
+            rows.append({"device": device, "error": str(exc)})
+            continue
+        row: dict = {"device": device, "provider": seg.provider, "reduced": seg.engine.reduced,
+                     "open_s": time.perf_counter() - started, "results": []}  # fmt: skip
+        if seg.precision_check:
+            row["precision_check"] = vars(seg.precision_check) | {"size": list(seg.precision_check.size)}
+        rows.append(row)
+        opened.append((row, seg))
+    inputs = [smooth_image(h, w, seed=h * 7919 + w, cell=24) for w, h in sizes] + [read_image(p) for p in images]
+    classes: set[int] = set()
+    for image in inputs if opened else []:
+        tensor = opened[0][1].prepare([image])  # one file, one preprocessing for all
+        outputs, cold = [], []
+        for _, seg in opened:
+            started = time.perf_counter()
+            outputs.append(seg.run(tensor))
+            cold.append(time.perf_counter() - started)
+        times: list[list[float]] = [[] for _ in opened]
+        for k in range(max(0, warmup - 1) + runs):
+            for n, (_, seg) in enumerate(opened):
+                started = time.perf_counter()
+                seg.run(tensor)
+                if k >= max(0, warmup - 1):
+                    times[n].append(time.perf_counter() - started)
+        reference = next((o for (row, _), o in zip(opened, outputs) if row["device"] == "cpu"), None)
+        if reference is not None:  # one class everywhere (random weights often do that) makes any agreement 100%
+            classes.update(np.unique(as_labels(reference)).tolist())
+        for (row, _), output, spent, first in zip(opened, outputs, times, cold):
+            result = {"width": tensor.shape[3], "height": tensor.shape[2], "cold_ms": first * 1000,
+                      "inference": stats(spent)}  # fmt: skip
+            if reference is not None:
+                diff = compare_outputs(reference, output)
+                result["agreement"] = diff.agreement
+                if diff.max_abs_diff is not None:
+                    result["max_abs_diff"], result["logit_range"] = diff.max_abs_diff, float(np.abs(reference).max())
+            row["results"].append(result)
+    for row, seg in opened:
+        row["videos"] = [bench_video(seg, v, frames, video_size, None) for v in videos]
+    opened.clear()
+    ran = [r for r in rows if r.get("results")]
+
+    def fastest(candidates: list[dict]) -> str | None:
+        best = min(candidates, key=lambda r: sum(t["inference"]["median_ms"] for t in r["results"]), default=None)
+        return best["device"] if best else None
+
+    return {
+        "model": str(model),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "flags": [f for f in ENGINE_CPU_FLAGS if f in set(cpu_flags())],
+        },
+        "runs": runs,
+        "reference_classes": len(classes),
+        "engines": rows,
+        "fastest": fastest(ran),  # reduced precisions included: each passed the agreement gate
+        "fastest_full_precision": fastest([r for r in ran if not r["reduced"]]),
+    }

@@ -14,7 +14,7 @@ import onnxruntime as ort
 from segtool.runtime.errors import ModelError
 from segtool.runtime.model.external import model_files
 from segtool.runtime.model.metadata import PREFIX, ModelMetadata, graph_problems, metadata_problems
-from segtool.runtime.model.session import create_session
+from segtool.runtime.model.segmenter import open_engine
 
 
 def describe(path: Path, device: str = "auto") -> dict:
@@ -23,7 +23,8 @@ def describe(path: Path, device: str = "auto") -> dict:
     if not path.is_file():
         raise ModelError(f"model {path} not found")
     try:
-        session, provider = create_session(str(path), device)
+        engine = open_engine(path, device)  # ONNX Runtime, or OpenVINO for --device openvino...
+        session, provider = engine.session, engine.provider
     except ModelError:
         raise
     except Exception as exc:

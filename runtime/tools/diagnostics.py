@@ -1,5 +1,9 @@
 """What `segtool doctor` checks: ONNX Runtime packages, providers, whether the CUDA provider's
-library loads (and which library is missing if not), CPU features and threads."""
+library loads (and which library is missing if not), OpenVINO and its devices, CPU features and threads.
+
+Doctor measures nothing (a timing of a tiny model says nothing about a real one): it lists the
+engines that can start here and what ``auto`` picks; ``segtool bench MODEL --engines`` says which
+is fastest for a model."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from segtool.runtime.model.engines import openvino_variants
 from segtool.runtime.model.session import CUDA, cpu_flags
 
 ORT_DISTRIBUTIONS = (
@@ -22,7 +27,8 @@ ORT_DISTRIBUTIONS = (
     "onnxruntime-openvino",
     "onnxruntime-silicon",
 )
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "f16c", "asimd", "asimddp")
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16",
+             "amx_int8", "f16c", "asimd", "asimddp")  # fmt: skip
 
 
 def installed_ort() -> list[str]:
@@ -70,6 +76,7 @@ def diagnose() -> tuple[list[tuple[str, str]], list[str]]:
     ]
     if CUDA in ort.get_available_providers():
         rows.append(("CUDA provider", cuda_provider_load()))
+    rows += openvino_rows()
     flags = [f for f in CPU_FLAGS if f in set(cpu_flags())]
     vnni = {"avx512_vnni", "avx_vnni"} & set(flags)
     rows += [
@@ -88,3 +95,25 @@ def diagnose() -> tuple[list[tuple[str, str]], list[str]]:
         ),
     ]
     return rows, problems
+
+
+def openvino_rows() -> list[tuple[str, str]]:
+    """OpenVINO's version and its devices as --device spellings (each precision they compute in), and
+    which engine ``auto`` picks."""
+    try:
+        version = metadata.version("openvino")
+    except metadata.PackageNotFoundError:
+        return [("openvino", "not installed (pip install 'segtool[openvino]' for --device openvino on Intel CPUs, "
+                 "GPUs and NPUs)")]  # fmt: skip
+    try:
+        devices = openvino_variants()
+    except Exception as exc:  # a broken install or plugin: said, not raised
+        devices = [f"none ({str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__})"]
+    return [
+        ("openvino", f"{version}; devices: {', '.join(devices) or 'none'} (reduced precisions pass an agreement gate)"),
+        (
+            "engines",
+            "auto = CUDA if it starts, else ONNX Runtime's CPU; OpenVINO only when asked for. Which is "
+            "fastest for a model: segtool bench MODEL --engines",
+        ),
+    ]
