@@ -1,7 +1,7 @@
 """``Runner``: what the job layer, tiling, comparison and evaluation need of a model.
 
-``Segmenter`` is the one implementation today (ONNX Runtime); an engine behind the same
-interface (OpenVINO, say) plugs in without touching its callers.
+``Segmenter`` is the implementation; the engine under it (ONNX Runtime or OpenVINO,
+``segtool.runtime.model.engines``) changes nothing for its callers.
 """
 
 from __future__ import annotations
