@@ -106,12 +106,18 @@ CalibrationCount = Annotated[int, Opt(min=MIN_CALIBRATION, help="--int8/--fp16: 
 Method = Annotated[Optional[str], Opt("--calibration-method", help="--int8: minmax, percentile or entropy.")]
 
 
+Quantizer = Annotated[Optional[str], Opt("--quantizer", help="--int8: ort (ONNX Runtime's quantize_static) or nncf "
+                                         "(NNCF, with its accuracy control below the target; needs "
+                                         "segtool[int8]) [ort].")]  # fmt: skip
+
+
 VariantTarget = Annotated[Optional[float], Opt("--int8-min-agreement", "--variant-min-agreement",
                                                help="int8/fp16: smallest argmax agreement with fp32 on the "
                                                "held-out images [int8 0.99, fp16 0.995].")]  # fmt: skip
 
 
-Force = Annotated[bool, Opt("--force", help="Write a variant below its agreement target (marked so).")]
+Force = Annotated[bool, Opt("--force", help="Write a variant below its agreement target, or an int8 one not "
+                            "faster than fp32 here (marked so).")]  # fmt: skip
 
 
 def parse_triple(text: str, flag: str) -> tuple[float, float, float]:
@@ -175,6 +181,7 @@ def run_export(output: Path | None, **settings):
         kept = (f"; {len(v['fp32_tensors'])} tensor(s) kept in fp32 ({len(v['excluded_nodes'])} nodes unquantized)"
                 if v.get("fp32_tensors") else "")  # fmt: skip
         speed = f"; {v['speedup_vs_fp32']:.2f}x fp32's speed here" if "speedup_vs_fp32" in v else ""
+        speed += f" ({v['quantizer']})" if "quantizer" in v else ""
         say(f"{v['precision']} agreement {v['agreement']:.2%} with fp32 on held-out images (target {v['target']:.2%}, "
             f"{'met' if v['met'] else 'NOT met'}){kept}{speed}")  # fmt: skip
     size = result.path.stat().st_size / 1e6
@@ -235,6 +242,7 @@ def export(
     calibration: Calibration = None,
     calibration_count: CalibrationCount = 16,
     calibration_method: Method = None,
+    quantizer: Quantizer = None,
     variant_min_agreement: VariantTarget = None,
     force: Force = False,
 ):
@@ -250,6 +258,10 @@ def export(
                  "input_multiple": input_multiple}  # fmt: skip
     if calibration_method:
         settings["calibration_method"] = calibration_method
+    if quantizer:
+        if not int8:
+            raise UsageError("--quantizer is for --int8")
+        settings["quantizer"] = quantizer
     precision = "int8" if int8 else "fp16" if fp16 else "fp32"
     result = run_export(output, model=model, weights=weights, seed=seed, verify=verify, labels_output=labels_output,
                         precision=precision, calibration=calibration, calibration_count=calibration_count,

@@ -18,6 +18,7 @@ from segtool.runtime.model.metadata import IMAGENET_MEAN, IMAGENET_STD, MAX_CLAS
 DEFAULT_MODEL = "fcn_resnet50"
 DEFAULT_SHAPES = ((1, 3, 333, 517), (2, 3, 256, 256), (1, 3, 520, 520))
 METHODS = ("minmax", "percentile", "entropy")
+QUANTIZERS = ("ort", "nncf")  # int8 engines: ONNX Runtime's quantize_static, or NNCF (the [int8] extra)
 OPSET = 18  # the ONNX opset of every export (torch.onnx, dynamo)
 VARIANT_TARGETS = {"int8": 0.99, "fp16": 0.995}  # argmax agreement with fp32 on held-out images
 MIN_CALIBRATION = 3  # calibration images at least: two in three calibrate, one in three validates (int8.split)
@@ -48,6 +49,7 @@ class ExportConfig:
     calibration_count: int = 16  # images (or frames) read: two in three calibrate, one in three validates
     calibration_size: int = 384  # their long side
     calibration_method: str = "minmax"  # minmax, percentile or entropy (docs/BENCHMARKS.md: why minmax)
+    quantizer: str = "ort"  # int8 engine: ort (ONNX Runtime) or nncf; the same target, split and refusals
     variant_min_agreement: float | None = None  # int8/fp16 vs fp32 on held-out images; None: per precision
     force: bool = False  # write a variant below its target anyway (its metadata says so)
     opset: int = OPSET
@@ -57,6 +59,8 @@ class ExportConfig:
             raise UsageError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.calibration_method not in METHODS:
             raise UsageError(f"unknown calibration method {self.calibration_method!r}: {', '.join(METHODS)}")
+        if self.quantizer not in QUANTIZERS:
+            raise UsageError(f"unknown quantizer {self.quantizer!r}: {', '.join(QUANTIZERS)}")
         if self.calibration_count < MIN_CALIBRATION:
             raise UsageError(f"--calibration-count {self.calibration_count}: at least {MIN_CALIBRATION} images are "
                              "needed (two in three calibrate, one in three validates)")  # fmt: skip

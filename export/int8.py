@@ -17,7 +17,16 @@
    target holds or the next try would leave more than a quarter of the convolutions unquantized
    (the cap: fp32 convolutions are what costs speed).
    Calibration ranges are computed once and cached.
-5. At the cap the variant is refused (``VariantBelowTarget``), unless ``force``.
+5. At the cap the variant is refused (``VariantBelowTarget``), unless ``force``; the message gives
+   the best agreement reached, the speed-up it would have had, and what to do instead.
+6. Never slower than fp32: the median latency of fp32 and int8 on ONNX Runtime's CPU provider is
+   measured in this process on one calibration-size input (runs interleaved, so that a busy machine
+   slows both alike); an int8 model that is not faster is refused (``VariantSlowerThanFp32``)
+   unless ``force``, and the figure is recorded either way (``speedup_vs_fp32``).
+
+The engine is ONNX Runtime's (``quantizer="ort"``, steps 1-4) or NNCF's (``quantizer="nncf"``,
+``segtool.export.nncf_quantizer``); the split, the target, the speed gate, the refusals and the
+record are the same whichever runs.
 """
 
 from __future__ import annotations
@@ -47,6 +56,10 @@ class VariantBelowTarget(ParityError):
     """The variant stays below its agreement target even with the sensitive layers in fp32."""
 
 
+class VariantSlowerThanFp32(ParityError):
+    """The int8 variant is not faster than the fp32 model it came from, on this machine's CPU."""
+
+
 def split(batches: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(calibration, validation): every third batch validates; ``UsageError`` if either side would be empty."""
     if len(batches) < MIN_CALIBRATION:
@@ -71,15 +84,27 @@ def agreement(model: bytes, batches: list[np.ndarray], reference: list[np.ndarra
     return sum(label_agreement(ours, ref) * ref.size for ours, ref in zip(labels, reference, strict=True)) / pixels
 
 
-def median_seconds(model: bytes, batch: np.ndarray, runs: int = 3) -> float:
-    session = reference_session(model)
-    session.run(None, {INPUT_NAME: batch})
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
+def median_latencies(fp32_model: bytes, model: bytes, batch: np.ndarray, runs: int = 5) -> tuple[float, float]:
+    """(fp32, variant) median seconds per run on ONNX Runtime's CPU provider, one warm-up each, runs interleaved."""
+    sessions = [reference_session(fp32_model), reference_session(model)]
+    for session in sessions:
         session.run(None, {INPUT_NAME: batch})
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
+    times: list[list[float]] = [[], []]
+    for _ in range(runs):
+        for k, session in enumerate(sessions):
+            started = time.perf_counter()
+            session.run(None, {INPUT_NAME: batch})
+            times[k].append(time.perf_counter() - started)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features int8 speed depends on (VNNI, AMX), as /proc/cpuinfo lists them; [] elsewhere."""
+    try:
+        words = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in words]
 
 
 class Quantizer:
@@ -213,11 +238,10 @@ def _zero_point_zero(qdq_model: onnx.ModelProto) -> set[str]:
 Progress = Callable[[str], None]
 
 
-def quantize_with_target(fp32_model: bytes, batches: list[np.ndarray], target: float, method: str = "minmax",
-                         force: bool = False, progress: Progress = log.info) -> tuple[bytes, dict]:  # fmt: skip
-    """The int8 model and the record of how it was made; ``VariantBelowTarget`` if it cannot reach ``target``."""
-    calibration, validation = split(batches)
-    reference = labels_of(fp32_model, validation)
+def ort_search(fp32_model: bytes, calibration: list[np.ndarray], validation: list[np.ndarray],
+               reference: list[np.ndarray], target: float, method: str,
+               progress: Progress) -> tuple[bytes, dict]:  # fmt: skip
+    """ONNX Runtime's int8, with the most sensitive tensors kept in fp32 up to the cap while below ``target``."""
     with tempfile.TemporaryDirectory(prefix="segtool-int8-") as tmp:
         quantizer = Quantizer(fp32_model, calibration, method, Path(tmp))
         progress(f"int8: calibrating ({method}) on {len(calibration)} images, validating on {len(validation)}")
@@ -240,17 +264,65 @@ def quantize_with_target(fp32_model: bytes, batches: list[np.ndarray], target: f
                 if tried >= reached + MIN_GAIN:  # keep the best model seen, and fp32 tensors only where they pay
                     model, reached, kept, excluded = candidate, tried, ranking[:count], nodes
                 count = len(ranking) if count < len(ranking) <= count * 2 else count * 2
-    speedup = median_seconds(fp32_model, validation[0]) / median_seconds(model, validation[0])
-    record = {"agreement_before": before, "agreement": reached, "target": target, "met": reached >= target,
-              "excluded_nodes": excluded, "fp32_tensors": [{"tensor": t, "sqnr_db": round(db, 2)} for t, db in kept],
-              "fp32_convolutions": len(set(excluded) & set(quantizer.convolutions)),
-              "convolutions": len(quantizer.convolutions), "cap": cap, "history": history,
-              "split": {"calibration": len(calibration), "validation": len(validation)}, "method": method,
-              "speedup_vs_fp32": round(speedup, 3), "speed_input": list(validation[0].shape)}  # fmt: skip
-    if reached < target and not force:
-        raise VariantBelowTarget(
-            f"int8 reaches {reached:.2%} argmax agreement with fp32 on {len(validation)} held-out images, below "
-            f"the {target:.2%} target, even with its most sensitive tensors in fp32 up to the cap ({cap} of its "
-            f"{len(quantizer.convolutions)} convolutions unquantized); nothing written (--force writes it anyway, "
-            "marked as below target)")  # fmt: skip
+    outcome = {"agreement_before": before, "agreement": reached, "excluded_nodes": excluded,
+               "fp32_tensors": [{"tensor": t, "sqnr_db": round(db, 2)} for t, db in kept],
+               "fp32_convolutions": len(set(excluded) & set(quantizer.convolutions)),
+               "convolutions": len(quantizer.convolutions), "cap": cap, "history": history, "method": method,
+               "how": f"even with its most sensitive tensors in fp32 up to the cap ({cap} of its "
+               f"{len(quantizer.convolutions)} convolutions unquantized)"}  # fmt: skip
+    return model, outcome
+
+
+def quantize_with_target(fp32_model: bytes, batches: list[np.ndarray], target: float, method: str = "minmax",
+                         force: bool = False, progress: Progress = log.info,
+                         quantizer: str = "ort") -> tuple[bytes, dict]:  # fmt: skip
+    """The int8 model and the record of how it was made.
+
+    ``VariantBelowTarget`` if it cannot reach ``target``, ``VariantSlowerThanFp32`` if it is not
+    faster than fp32 here; neither with ``force`` (the record says so)."""
+    calibration, validation = split(batches)
+    reference = labels_of(fp32_model, validation)
+    if quantizer == "nncf":
+        from .nncf_quantizer import nncf_search
+
+        model, outcome = nncf_search(fp32_model, calibration, validation, reference, target, progress)
+    elif quantizer == "ort":
+        model, outcome = ort_search(fp32_model, calibration, validation, reference, target, method, progress)
+    else:
+        raise UsageError(f"unknown quantizer {quantizer!r}: ort or nncf")
+    how = outcome.pop("how")
+    progress("int8: timing fp32 and int8 on ONNX Runtime CPU")
+    fp32_s, int8_s = median_latencies(fp32_model, model, validation[0])
+    speedup = fp32_s / int8_s
+    reached = outcome["agreement"]
+    record = {**outcome, "quantizer": quantizer, "target": target, "met": reached >= target,
+              "split": {"calibration": len(calibration), "validation": len(validation)},
+              "speedup_vs_fp32": round(speedup, 3), "faster_than_fp32": speedup > 1.0,
+              "latency_ms": {"fp32": round(fp32_s * 1e3, 3), "int8": round(int8_s * 1e3, 3)},
+              "speed_input": list(validation[0].shape), "cpu_flags": cpu_flags()}  # fmt: skip
+    if force:
+        return model, record
+    if reached < target:
+        raise VariantBelowTarget(below_target_message(record, len(validation), how))
+    if speedup <= 1.0:
+        raise VariantSlowerThanFp32(slower_message(record))
     return model, record
+
+
+def below_target_message(record: dict, held_out: int, how: str) -> str:
+    reached, target = record["agreement"], record["target"]
+    return (f"int8 ({record['quantizer']}) reaches at best {reached:.2%} argmax agreement with fp32 on {held_out} "
+            f"held-out images, below the {target:.2%} target, {how}; it would have run at "
+            f"{record['speedup_vs_fp32']:.2f}x fp32's speed here; nothing written. Choices: a lower target "
+            f"(--int8-min-agreement {int(reached * 1000) / 1000:.3f}), more or more varied calibration images "
+            "(--calibration FOLDER|VIDEO, --calibration-count), --force (writes it, marked as below target), "
+            "or --fp16 for a GPU")  # fmt: skip
+
+
+def slower_message(record: dict) -> str:
+    shape = "x".join(map(str, record["speed_input"]))
+    flags = ", ".join(record["cpu_flags"]) or "unknown"
+    return (f"int8 ({record['quantizer']}) is not faster than fp32 on this CPU: median "
+            f"{record['latency_ms']['int8']:.1f} ms vs {record['latency_ms']['fp32']:.1f} ms for fp32 "
+            f"({record['speedup_vs_fp32']:.2f}x) on ONNX Runtime CPU, one {shape} input (CPU flags: {flags}); "
+            "nothing written: keep the fp32 model here (--force writes the int8 one anyway)")  # fmt: skip

@@ -3,8 +3,9 @@
 - int8: static quantization, QDQ format, per-channel int8 weights and uint8 activations
   (what runs fast on CPUs without VNNI), calibrated on images from a folder, frames of a video
   or, when none is given, generated smooth images (recorded in the metadata), with an accuracy
-  target met on held-out images by keeping sensitive layers in fp32 (``segtool.export.int8``).
-  Targets the CPU provider.
+  target met on held-out images by keeping sensitive layers in fp32 (``segtool.export.int8``), and
+  refused where it is not faster than fp32 on this CPU. ONNX Runtime's quantizer, or NNCF's
+  (``quantizer="nncf"``, the [int8] extra). Targets the CPU provider.
 - fp16: ``onnxruntime.transformers.float16.convert_float_to_float16`` with fp32 inputs and
   outputs kept, so callers do not change; for GPU providers (slower on CPUs).
 
@@ -104,10 +105,15 @@ def make_variant(fp32_model: bytes, config: ExportConfig, mean, std,
     record: dict[str, object]
     if config.precision == "int8":
         variant, outcome = quantize_with_target(fp32_model, batches, target, config.calibration_method, config.force,
-                                                progress)  # fmt: skip
+                                                progress, config.quantizer)  # fmt: skip
+        engine = (f"onnxruntime quantize_static, QDQ, per-channel, uint8 activations / int8 weights, "
+                  f"{config.calibration_method}" if config.quantizer == "ort" else
+                  "nncf quantize (ONNX backend, QDQ), then quantize_with_accuracy_control below target")  # fmt: skip
         record = {"precision": "int8", "target_provider": "CPUExecutionProvider", "calibration": source,
-                  "method": "onnxruntime quantize_static, QDQ, per-channel, uint8 activations / int8 weights, "
-                  f"{config.calibration_method}", **outcome}  # fmt: skip
+                  "method": engine, "engine": engine, **outcome}  # fmt: skip
+        if not outcome["faster_than_fp32"]:
+            log.warning("int8 variant written although not faster than fp32 here (--force): %.2fx fp32's speed",
+                        outcome["speedup_vs_fp32"])  # fmt: skip
     else:
         variant = convert_fp16(fp32_model)
         _, validation = split(batches)
