@@ -17,7 +17,9 @@ from segtool.runtime import JobOptions, Segmenter, expand, run_sources
 from segtool.runtime.errors import UsageError
 from segtool.runtime.files.images import DEFAULT_MAX_PIXELS, ensure_writable_dir
 from segtool.runtime.files.pictures import IMAGE_KINDS, Painter
+from segtool.runtime.files.preview import Preview, parse_address
 from segtool.runtime.files.sources import BAD, IMAGE, Discovery, Source
+from segtool.runtime.files.video import CODECS, DEFAULT_PRESET, PRESETS, QUALITY, VideoOutput
 from segtool.runtime.jobs import Report, Result, RunEvents, outputs_complete
 from segtool.scale.ray_batch import MANIFEST, connect, run_ray  # imports Ray only when called
 
@@ -81,6 +83,39 @@ MaxFrames = Annotated[Optional[int], Opt("--max-frames", min=1, help="Videos: st
 Show = Annotated[bool, Opt("--show", help="Show video overlays in a window (needs an OpenCV GUI build).")]
 
 
+Codec = Annotated[str, Opt("--codec", help=f"Videos: {'|'.join(CODECS)} (H.264 plays everywhere; NVENC if it opens).")]
+
+
+Quality = Annotated[
+    Optional[int],
+    Opt("--quality", help="Videos: constant quality, lower is better: CRF for h264/hevc/vp9 [default: "
+        + "/".join(str(QUALITY[c][0]) for c in CODECS[:3]) + f"], quantizer 1-31 for mpeg4 [default: "
+        f"{QUALITY['mpeg4'][0]}]."),
+]  # fmt: skip
+
+
+Preset = Annotated[
+    Optional[str],
+    Opt(
+        "--preset",
+        help=f"Videos: encoder speed, {PRESETS[0]} .. {PRESETS[-1]} (x264 names) [default: {DEFAULT_PRESET}].",
+    ),
+]
+
+
+OutSize = Annotated[
+    Optional[str], Opt("--out-size", help="Videos: paint and encode at WIDTHxHEIGHT [default: the input's size].")
+]
+
+
+PreviewAt = Annotated[
+    Optional[str],
+    Opt(
+        "--preview", metavar="[HOST:]PORT", help="Serve the live overlay as an MJPEG page (host 127.0.0.1 by default)."
+    ),
+]
+
+
 Cache = Annotated[bool, Opt("--cache", help="CPU: keep the optimized graph beside the model.")]
 
 
@@ -111,7 +146,8 @@ Quiet = Annotated[bool, Opt("--quiet", "-q", help="No progress bars or per-input
 
 
 def job_options(save: str | None, frames: bool, max_size: int | None, size: str | None, batch: int,
-                max_frames: int | None, alpha: float, max_pixels: int, tile: int | None) -> JobOptions:  # fmt: skip
+                max_frames: int | None, alpha: float, max_pixels: int, tile: int | None,
+                video_output: VideoOutput = VideoOutput()) -> JobOptions:  # fmt: skip
     """--save lists what to write for images and videos; --frames adds per-frame label PNGs to videos."""
     kinds = parse_kinds(save, IMAGE_KINDS, "--save") if save else None
     target = parse_size(size)
@@ -124,15 +160,26 @@ def job_options(save: str | None, frames: bool, max_size: int | None, size: str 
     return JobOptions(image_kinds=kinds or JobOptions.image_kinds, video_kinds=video_kinds, max_size=max_size or None,
                       video_max_size=video_max_size,
                       size=target, batch=batch, max_frames=max_frames, alpha=alpha,
-                      max_pixels=max_pixels or None, tile=tile)  # fmt: skip
+                      max_pixels=max_pixels or None, tile=tile, video_output=video_output)  # fmt: skip
+
+
+def video_output(codec: str, quality: int | None, preset: str | None, out_size: str | None) -> VideoOutput:
+    """--codec, --quality, --preset and --out-size, checked together."""
+    try:
+        size = parse_size(out_size)
+    except UsageError:
+        raise UsageError(f"--out-size takes WIDTHxHEIGHT, e.g. 1280x720 (got {out_size!r})") from None
+    return VideoOutput(codec=codec, quality=quality, preset=preset, size=size)
 
 
 WINDOW = "segtool"
 
 
 class ConsoleEvents(RunEvents):
-    def __init__(self, tag: str, quiet: bool, to_stderr: bool, painter: Painter | None = None):
+    def __init__(self, tag: str, quiet: bool, to_stderr: bool, painter: Painter | None = None,
+                 preview: Preview | None = None):  # fmt: skip
         self.tag, self.quiet, self.to_stderr, self.painter = tag, quiet, to_stderr, painter  # painter: --show
+        self.preview = preview  # --preview: handed the latest frame, painted only for a viewer
         self.progress = progress_bar(disable=quiet or to_stderr)
         self.images_task: p.TaskID | None = None
         self.video_task = p.TaskID(0)
@@ -147,6 +194,8 @@ class ConsoleEvents(RunEvents):
         self.video_task = self.progress.add_task(str(source), total=None, rate="")
 
     def frame(self, source, done, total, image, labels) -> None:
+        if self.preview:
+            self.preview.publish(image, labels)
         elapsed = self.progress.tasks[-1].elapsed or 0.0
         self.progress.update(
             self.video_task, completed=done, total=total, rate=f"{done / elapsed:.2f} FPS" if elapsed else ""
@@ -237,6 +286,11 @@ def run(
     batch: Batch = 1,
     max_frames: MaxFrames = None,
     show: Show = False,
+    codec: Codec = "h264",
+    quality: Quality = None,
+    preset: Preset = None,
+    out_size: OutSize = None,
+    preview: PreviewAt = None,
     cache: Cache = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     tile: Tile = None,
@@ -251,9 +305,13 @@ def run(
     """Segment images, folders, globs, videos, streams and cameras."""
     if not sources and not camera:
         raise UsageError("nothing to segment: give images, folders, globs, videos, URLs or --camera N")
-    options = job_options(save, frames, max_size, size, batch, max_frames, alpha, max_pixels, tile)
+    output = video_output(codec, quality, preset, out_size)
+    options = job_options(save, frames, max_size, size, batch, max_frames, alpha, max_pixels, tile, output)
     if show and not gui_available():
         raise UsageError("--show needs OpenCV with GUI support (opencv-python, not -headless) and a display")
+    address = parse_address(preview) if preview else None
+    if address and ray:
+        raise UsageError("--preview shows a run on this machine: it cannot be combined with --ray")
     model = model or default_model()
     seg = open_model(Segmenter, model, device=device, cache=cache)
     out_dir = ensure_writable_dir(out_dir)
@@ -269,9 +327,16 @@ def run(
         where = f"Ray ({ray}, {num_actors} actor(s) x {actor_threads} thread(s)) -> {out_dir / MANIFEST}"
         identity["manifest"] = str(out_dir / MANIFEST)
     else:
-        events = ConsoleEvents(tag, quiet, json_out, Painter(seg.meta, alpha) if show else None)
-        report = run_sources(seg, discovery, out_dir, options, events, skip_existing)
-        events.progress.stop()
+        live = Preview(*address, painter=Painter(seg.meta, alpha)) if address else None
+        if live:
+            say(f"preview: {live.url} (live overlay, MJPEG)", to_stderr=True)
+        events = ConsoleEvents(tag, quiet, json_out, Painter(seg.meta, alpha) if show else None, live)
+        try:
+            report = run_sources(seg, discovery, out_dir, options, events, skip_existing)
+        finally:
+            events.progress.stop()
+            if live:
+                live.close()
         where = seg.provider
     summarize(report, where, tag, quiet, to_stderr=json_out)
     if json_out:

@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,11 +41,11 @@ from segtool.runtime.files.images import (
 )
 from segtool.runtime.files.pictures import IMAGE_OUTPUTS, VIDEO_OUTPUTS, Painter, output_paths, save_pictures
 from segtool.runtime.files.sources import BAD, IMAGE, Discovery, Source, expand
-from segtool.runtime.files.video import VideoSink, VideoSource
+from segtool.runtime.files.video import VideoOutput, VideoSink, VideoSource
 from segtool.runtime.model.memory import MIN_TILE, auto_tile
 from segtool.runtime.model.postprocess import resize_labels
 from segtool.runtime.model.prefetch import Drain
-from segtool.runtime.model.preprocess import inference_size
+from segtool.runtime.model.preprocess import inference_size, resize_for_inference
 from segtool.runtime.model.runner import Runner, Size
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class JobOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # refuse larger images from their header (0/None: off)
     tile: int | None = None  # infer in overlapping tile x tile windows (segtool.runtime.model.tiling)
     auto_tile: bool = True  # without ``tile``: tile when whole-image inference would not fit in memory
+    video_output: VideoOutput = VideoOutput()  # videos: codec, quality, preset, size painted and encoded at
 
 
 Kind = Literal["image", "video"]
@@ -274,42 +276,66 @@ def segment_video(
 ) -> Result:
     """Segment every frame of a video, stream or camera and write the chosen videos.
 
-    Decoding runs ahead of inference (``Segmenter.segment_stream``); composing and encoding run
-    behind it on a writer thread. Ctrl-C or SIGTERM stops early with the frames done finalized.
+    Decoding (FFmpeg's threads) and the one resize to inference size run ahead of inference
+    (``Segmenter.segment_stream``); labels come back at inference size and are scaled once, to
+    the output size (``options.video_output.size``, default the input's) that pictures are painted
+    and encoded at, behind inference on a writer thread. Label PNGs (``--frames``) keep the input's
+    size. Ctrl-C or SIGTERM stops early with the frames done finalized.
     """
     started = time.perf_counter()
     painter = painter or Painter(seg.meta, options.alpha)
     counts = np.zeros(len(seg.meta.classes), np.int64)
-    with VideoSource(source.location, options.max_pixels) as video:
+    encoding = options.video_output
+    with VideoSource(source.location, options.max_pixels, encoding.threads) as video:
         total = (
             video.frame_count
             if not options.max_frames
             else min(video.frame_count or options.max_frames, options.max_frames)
         )
-        sink = VideoSink(output_paths(out_dir, source.stem, options.video_kinds, VIDEO_OUTPUTS), video.fps)
+        out_w, out_h = encoding.size or (video.width, video.height)
+        targets = output_paths(out_dir, source.stem, options.video_kinds, VIDEO_OUTPUTS)
+        sink = VideoSink(targets, video.fps, encoding, video.audio)
         frames_dir = _FramesFolder(out_dir / f"{source.stem}_frames") if "labels" in options.video_kinds else None
+        max_size = options.max_size if options.max_size or options.size else options.video_max_size
+        infer_at = getattr(seg, "fixed_size", None) or options.size
+        shown: deque[np.ndarray] = deque()  # frames at the output size, waiting for their labels (in order)
         index = 0
 
-        def write(item: tuple[np.ndarray, np.ndarray]) -> None:
+        def decoded() -> Iterator[np.ndarray]:
+            """Frames at inference size for the model (on the prefetch thread), each resized once
+            from the decoded frame; the frame at the output size waits in ``shown``."""
+            for frame in video.frames(options.max_frames):
+                height, width = frame.shape[:2]
+                if (width, height) == (out_w, out_h):
+                    shown.append(frame)
+                else:
+                    smaller = out_w * out_h < width * height
+                    shown.append(cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA if smaller else
+                                            cv2.INTER_LINEAR))  # fmt: skip
+                yield resize_for_inference(frame, max_size, infer_at)
+
+        def write(item: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
             nonlocal index
-            frame, labels = item
+            frame, labels, inferred = item  # labels at the output size; inferred: at inference size
             pictures = painter.compose(frame, labels, options.video_kinds)
             sink.write(pictures)
             if frames_dir:
+                pictures["labels"] = resize_labels(inferred, video.height, video.width)
                 save_pictures(painter, pictures, {"labels": frames_dir.path(index)})
-            counts[:] += class_counts(labels, len(counts))[: len(counts)]
+            counts[:] += class_counts(inferred, len(counts))[: len(counts)]
             index += 1
 
         writer = Drain(write)
         interrupted, failure, done = "", None, 0
-        max_size = options.max_size if options.max_size or options.size else options.video_max_size
-        stream = seg.segment_stream(video.frames(options.max_frames), "bgr", max_size, options.size, options.batch)
+        stream = seg.segment_stream(decoded(), "bgr", max_size, infer_at, options.batch)
         try:
-            for item in stream:
-                writer.put(item)
+            for _, inferred in stream:
+                frame = shown.popleft()
+                labels = resize_labels(inferred, out_h, out_w)
+                writer.put((frame, labels, inferred))
                 done += 1
                 if on_frame:
-                    on_frame(done, total, *item)
+                    on_frame(done, total, frame, labels)
         except KeyboardInterrupt as exc:
             interrupted = interrupt_name(exc)
         except SegtoolError as exc:
@@ -329,8 +355,10 @@ def segment_video(
                 frames_dir.discard()
             raise
         ended_early = video.ended_early and not (options.max_frames or interrupted)
-        cut = f"{source}: stopped after {video.frames_read} of {video.frame_count} frames (a frame failed to decode, "
-        error = str(failure) if failure else cut + "or the file is cut)" if ended_early else ""
+        of = f" of {video.frame_count}" if video.frame_count else ""
+        why = video.failure or "a frame failed to decode, or the file is cut"
+        cut = f"{source}: stopped after {video.frames_read}{of} frames ({why})"
+        error = str(failure) if failure else cut if ended_early else ""
         return Result(str(source), "video", video.width, video.height, index, round(time.perf_counter() - started, 3),
                       shares_from_counts(counts, seg.meta.classes), outputs, fps_in=float(video.fps),
                       interrupted=interrupted, error=error)  # fmt: skip

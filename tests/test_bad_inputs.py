@@ -1,7 +1,9 @@
 """The bad-input matrix: every case ends in its exit code and one clear line, never a traceback or a
 hang; good inputs beside a bad one are still written; no temporary file is left behind.
 
-Most cases use the tiny model (tests/tiny.py) so that the matrix runs in seconds per case.
+Most cases use the tiny model (tests/tiny.py) so that the matrix runs in seconds per case, and run
+`segtool` in this process (``run_in_process``); the cases that could hang run it as a process, which
+is killed at the case's timeout.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import pytest
-from conftest import run_segtool, scene
+from conftest import Ran, jpeg, run_in_process, run_segtool, scene_video
 from tiny import tiny_model, tiny_props
 
 
@@ -32,18 +33,6 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
-def jpeg(height: int = 24, width: int = 32, seed: int = 0) -> bytes:
-    return cv2.imencode(".jpg", scene(height, width, seed))[1].tobytes()
-
-
-def video(path: Path, frames: int = 3, width: int = 32, height: int = 24) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (width, height))
-    for k in range(frames):
-        writer.write(scene(height, width, seed=k))
-    writer.release()
-    return path
-
-
 @dataclass
 class Case:
     name: str
@@ -51,8 +40,10 @@ class Case:
     code: int
     needles: tuple[str, ...]
     good: tuple[str, ...] = ()  # files that must exist afterwards (relative to workdir)
-    timeout: float = 120
+    timeout: float = 120  # for a case run as a process: a hang is killed and fails the test
     extra: Callable[[Path], None] | None = field(default=None)  # more checks on the workdir
+    setup: Callable[[Path], object] | None = None  # (workdir) -> files the case needs besides good.jpg
+    process: bool = False  # run the console script (a case that could hang), not in this process
 
 
 def run_with(w: Path, m: Path, *inputs: str, flags: tuple[str, ...] = ()) -> list[str]:
@@ -62,6 +53,11 @@ def run_with(w: Path, m: Path, *inputs: str, flags: tuple[str, ...] = ()) -> lis
 def write(w: Path, name: str, data: bytes) -> str:
     (w / name).parent.mkdir(parents=True, exist_ok=True)
     (w / name).write_bytes(data)
+    return name
+
+
+def folder(w: Path, name: str) -> str:
+    (w / name).mkdir(parents=True)
     return name
 
 
@@ -120,14 +116,17 @@ CASES = [
         ("x.jpg: not a regular file (a FIFO)",),
         GOOD,
         timeout=60,
+        process=True,
     ),
     Case(
         "fifo inside a folder",
-        lambda w, m: run_with(w, m, fifo(w, "d/p.png") and "d"),
+        lambda w, m: run_with(w, m, "d"),
         1,
         ("p.png: not a regular file (a FIFO)",),
         GOOD,
         timeout=60,
+        setup=lambda w: fifo(w, "d/p.png"),
+        process=True,
     ),
     Case(
         "device as input",
@@ -136,14 +135,13 @@ CASES = [
         ("/dev/null: not a regular file (a device)",),
         GOOD,
     ),
-    Case(
-        "directory named like an image", lambda w, m: (w / "dir.jpg").mkdir() or run_with(w, m, "dir.jpg"), 0, (), GOOD
-    ),
+    Case("directory named like an image", lambda w, m: run_with(w, m, folder(w, "dir.jpg")), 0, (), GOOD),
     Case(
         "folder of non-media only",
-        lambda w, m: write(w, "notes/a.txt", b"x") and ["run", "notes", "--model", str(m)],
+        lambda w, m: ["run", "notes", "--model", str(m)],
         2,
         ("no image or video found (1 other file(s) skipped)",),
+        setup=lambda w: write(w, "notes/a.txt", b"x"),
     ),
     Case("glob matching nothing", lambda w, m: run_with(w, m, "zz*.jpg"), 1, ("zz*.jpg: no file matches it",), GOOD),
     Case(
@@ -160,7 +158,7 @@ CASES = [
         "side-by-side too wide to encode",
         lambda w, m: [
             "run",
-            str(video(w / "wide.mp4", 2, 4128, 16)),
+            str(scene_video(w / "wide.mp4", frames=2, width=4128, height=16)),
             "--model",
             str(m),
             "--out",
@@ -241,53 +239,49 @@ CASES = [
     ),
     Case(
         "out is a file",
-        lambda w, m: write(w, "f", b"x") and run_with(w, m, flags=("--out", "f/sub")),
+        lambda w, m: run_with(w, m, flags=("--out", "f/sub")),
         2,
         ("not writable",),
+        setup=lambda w: write(w, "f", b"x"),
     ),
     Case(
         "output name taken by a directory",
-        lambda w, m: (w / "out" / "good_mask.png").mkdir(parents=True) or run_with(w, m),
+        lambda w, m: run_with(w, m),
         1,
         ("out/good_mask.png: a directory has that name",),
         ("out/good_labels.png", "out/good_overlay.jpg"),
+        setup=lambda w: folder(w, "out/good_mask.png"),
     ),
     Case(
         "export onto a directory",
-        lambda w, m: (w / "d.onnx").mkdir() or ["export", "--weights", "random", "--output", "d.onnx"],
+        lambda w, m: ["export", "--weights", "random", "--output", folder(w, "d.onnx")],
         2,
         ("--output d.onnx exists and is not a regular file",),
-        timeout=60,
     ),
     Case(
         "export onto a device",
         lambda w, m: ["export", "--weights", "random", "--output", "/dev/null"],
         2,
         ("--output /dev/null exists and is not a regular file",),
-        timeout=60,
     ),
     Case(
         "export with a missing checkpoint",
         lambda w, m: ["export", "--weights", "nope.pth", "--output", "x.onnx"],
         2,
         ("weights file nope.pth not found",),
-        timeout=120,
     ),
     Case(
         "export with a missing calibration source",
         lambda w, m: ["export", "--weights", "random", "--int8", "--calibration", "nope", "--output", "x.onnx"],
         2,
         ("--calibration nope",),
-        timeout=60,
     ),
     Case(
         "eval on an empty split",
-        lambda w, m: (
-            write(w, "voc/ImageSets/Segmentation/val.txt", b"") and ["eval", str(m), "--data", "voc", "--json"]
-        ),
+        lambda w, m: ["eval", str(m), "--data", "voc", "--json"],
         1,
         ("no usable sample",),
-        extra=lambda w: None,
+        setup=lambda w: write(w, "voc/ImageSets/Segmentation/val.txt", b""),
     ),
     Case("eval without a VOC tree", lambda w, m: ["eval", str(m), "--data", "nowhere"], 2, ("val.txt not found",)),
     Case(
@@ -306,11 +300,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
-
-
 def test_matrix_has_at_least_40_cases():
     assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
 
@@ -318,11 +307,17 @@ def test_matrix_has_at_least_40_cases():
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, tiny: Path, tmp_path: Path):
     (tmp_path / "good.jpg").write_bytes(jpeg(seed=1))
+    if case.setup:
+        case.setup(tmp_path)
     args = case.make(tmp_path, tiny)
-    try:
-        proc = run_segtool(*args, cwd=tmp_path, timeout=case.timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"hung: segtool {' '.join(args)}")
+    proc: Ran
+    if case.process:
+        try:
+            proc = run_segtool(*args, cwd=tmp_path, timeout=case.timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"hung: segtool {' '.join(args)}")
+    else:
+        proc = run_in_process(*args, cwd=tmp_path)
     text = proc.stdout + proc.stderr
     assert proc.returncode == case.code, text
     assert "Traceback" not in text, text
@@ -342,6 +337,6 @@ def test_bad_input(case: Case, tiny: Path, tmp_path: Path):
 def test_a_folder_named_like_an_image_is_said_not_silent(tiny: Path, tmp_path: Path):
     (tmp_path / "good.jpg").write_bytes(jpeg(seed=1))
     (tmp_path / "dir.jpg").mkdir()
-    proc = run_segtool(*run_with(tmp_path, tiny, "dir.jpg"), cwd=tmp_path, timeout=60)
+    proc = run_in_process(*run_with(tmp_path, tiny, "dir.jpg"), cwd=tmp_path)
     assert proc.returncode == 0 and (tmp_path / "out" / "good_labels.png").is_file(), proc.stderr
     assert "segtool: warning: dir.jpg: a folder with no image or video in it" in proc.stderr

@@ -1,4 +1,7 @@
-"""`segtool bench` (schema and a tiny run; no speed assertions) and `segtool doctor`."""
+"""`segtool bench` (schema and a tiny run; no speed assertions) and `segtool doctor`.
+
+The JSON bench runs the console script (its peak RSS is a process's own), as does `doctor`; the
+table runs the CLI in this process."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import json
 
 import onnxruntime as ort
 import pytest
-from conftest import run_segtool
+from conftest import run_in_process, run_segtool
 
 STAGES = ("read", "preprocess", "inference", "postprocess", "write", "total")
 
@@ -42,7 +45,7 @@ def test_bench_json_schema_with_torch(model_path):
 
 
 def test_bench_table_and_matmul(model_path):
-    proc = run_segtool("bench", model_path, "--sizes", "32x32", "--runs", "1", "--warmup", "0", "--device", "cpu")
+    proc = run_in_process("bench", model_path, "--sizes", "32x32", "--runs", "1", "--warmup", "0", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "inference" in proc.stdout and "GFLOP/s achieved" in proc.stdout and "numpy fp32 matmul" in proc.stdout
     assert "the matmul rate" in proc.stdout and "peak RSS" in proc.stdout

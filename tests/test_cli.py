@@ -1,4 +1,6 @@
-"""`segtool run`, `info` and `demo` end to end, and every user error as one line."""
+"""`segtool run`, `info` and `demo` end to end, and every user error as one line.
+
+The CLI runs in this process (``run_in_process``); `run` and `demo` once each as the console script."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import json
 
 import cv2
 import numpy as np
-from conftest import assert_clean_failure, run_segtool, scene
+from conftest import assert_clean_failure, imread, jpeg, run_in_process, run_segtool, scene
 from PIL import Image
 
 from segtool.runtime import blend, voc_colormap
@@ -44,11 +46,11 @@ def test_run_writes_labels_mask_overlay_at_input_size(tmp_path, model_path, segm
     assert labels.max() <= 20
     assert np.array_equal(labels, segmenter.segment(image))  # the file holds what the API computes
 
-    mask = cv2.imread(str(out / "photo_mask.png"))
+    mask = imread(out / "photo_mask.png")
     assert mask.shape == image.shape
     assert np.array_equal(mask[..., ::-1], voc_colormap()[labels])
 
-    overlay = cv2.imread(str(out / "photo_overlay.jpg"))
+    overlay = imread(out / "photo_overlay.jpg")
     assert overlay.shape == image.shape
     band = band_height(overlay)
     assert 0 < band < 40  # random weights: stamped
@@ -60,7 +62,7 @@ def test_run_writes_labels_mask_overlay_at_input_size(tmp_path, model_path, segm
 def test_max_size_infers_small_and_returns_full_size(tmp_path, model_path):
     src = tmp_path / "wide.jpg"
     cv2.imwrite(str(src), scene(120, 301))
-    proc = run_segtool("run", src, "--model", model_path, "--out", tmp_path, "--max-size", "64", "--device", "cpu")
+    proc = run_in_process("run", src, "--model", model_path, "--out", tmp_path, "--max-size", "64", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "wide_labels.png").size == (301, 120)
 
@@ -76,7 +78,7 @@ def test_bad_images_are_reported_and_the_rest_processed(tmp_path, model_path):
     truncated.write_bytes(good.read_bytes()[:-200])
     missing = tmp_path / "missing.jpg"
     out = tmp_path / "out"
-    proc = run_segtool("run", empty, good, text, truncated, missing, "--model", model_path, "--out", out)
+    proc = run_in_process("run", empty, good, text, truncated, missing, "--model", model_path, "--out", out)
     assert_clean_failure(
         proc,
         1,
@@ -93,7 +95,7 @@ def test_bad_images_are_reported_and_the_rest_processed(tmp_path, model_path):
 def test_half_a_jpeg_is_refused_although_opencv_would_decode_it(tmp_path):
     from segtool.runtime import InputError, SegtoolError, read_image
 
-    whole = cv2.imencode(".jpg", scene(300, 400))[1].tobytes()
+    whole = jpeg(300, 400)
     half = tmp_path / "half.jpg"
     half.write_bytes(whole[: len(whole) // 2])
     assert cv2.imread(str(half)) is not None  # libjpeg pads the missing rows with grey and only warns
@@ -113,7 +115,7 @@ def test_half_a_jpeg_is_refused_although_opencv_would_decode_it(tmp_path):
 def test_missing_model_says_run_export(tmp_path):
     src = tmp_path / "a.png"
     cv2.imwrite(str(src), scene(8, 8))
-    proc = run_segtool("run", src, "--model", tmp_path / "nope.onnx")
+    proc = run_in_process("run", src, "--model", tmp_path / "nope.onnx")
     assert_clean_failure(proc, 2, "nope.onnx not found", "segtool export")
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -121,7 +123,7 @@ def test_missing_model_says_run_export(tmp_path):
 def test_corrupt_model_is_one_line(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 100)
-    proc = run_segtool("info", bad)
+    proc = run_in_process("info", bad)
     assert_clean_failure(proc, 2, "bad.onnx")
 
 
@@ -130,63 +132,53 @@ def test_unwritable_output_folder_is_reported_before_work(tmp_path, model_path):
     blocker.write_text("x")
     src = tmp_path / "a.png"
     cv2.imwrite(str(src), scene(8, 8))
-    proc = run_segtool("run", src, "--model", model_path, "--out", blocker / "sub")
+    proc = run_in_process("run", src, "--model", model_path, "--out", blocker / "sub")
     assert_clean_failure(proc, 2, "not writable")
 
 
 def test_bad_device_is_one_line(tmp_path, model_path):
     src = tmp_path / "a.png"
     cv2.imwrite(str(src), scene(8, 8))
-    proc = run_segtool("run", src, "--model", model_path, "--device", "quantum")
+    proc = run_in_process("run", src, "--model", model_path, "--device", "quantum")
     assert_clean_failure(proc, 2, "unknown device")
 
 
 def test_info_shows_symbolic_dims_and_metadata(model_path):
-    proc = run_segtool("info", model_path, "--json")
+    proc = run_in_process("info", model_path, "--json")
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["inputs"][0]["shape"] == ["batch", 3, "height", "width"]
     assert d["outputs"][0]["shape"] == ["batch", 21, "height", "width"]
     assert d["weights"] == {"kind": "random", "seed": 0} and d["random_weights"] is True
     assert len(d["classes"]) == 21 and d["provider_selected"] in d["providers_available"]
-    text = run_segtool("info", model_path).stdout
+    text = run_in_process("info", model_path).stdout
     assert "[batch, 3, height, width]" in text and "RANDOM" in text and "parity" in text
 
 
-def test_demo_offline_falls_back_loudly_to_random(tmp_path, model_path, monkeypatch):
-    """The quickstart's main job: no download -> loud notice, random model, every output marked."""
-    import urllib.error
-
-    from torchvision.models._api import WeightsEnum
-    from typer.testing import CliRunner
-
-    from segtool.cli.main import app
-
-    def offline(self, *args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+def test_demo_offline_falls_back_loudly_to_random(tmp_path, model_path, offline_env):
+    """The quickstart's main job: no download -> loud notice, random model, every output marked.
+    The console script, offline (torchvision patched in the child by ``offline_env``)."""
     models = tmp_path / "models"
     models.mkdir()
     (models / "fcn_resnet50_random.onnx").symlink_to(model_path)  # reuse the session's export: skip 40 s
-    result = CliRunner().invoke(
-        app, ["demo", "--model", str(models / "fcn_resnet50.onnx"), "--out", str(tmp_path / "out")]
+    proc = run_segtool(
+        "demo", "--model", models / "fcn_resnet50.onnx", "--out", tmp_path / "out", env_extra=offline_env
     )
-    assert result.exit_code == 0, result.output
-    assert "PRETRAINED WEIGHTS UNAVAILABLE" in result.output and "fcn_resnet50_coco-1167a1af.pth" in result.output
-    assert "[RANDOM WEIGHTS]" in result.output
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PRETRAINED WEIGHTS UNAVAILABLE" in proc.stderr and "fcn_resnet50_coco-1167a1af.pth" in proc.stderr
+    assert "[RANDOM WEIGHTS]" in proc.stdout
     assert not (models / "fcn_resnet50.onnx").exists()  # no random model under the pretrained name
     assert "RANDOM" in Image.open(tmp_path / "out" / "sample_labels.png").info["Comment"]
-    assert band_height(cv2.imread(str(tmp_path / "out" / "sample_overlay.jpg"))) > 0
+    assert band_height(imread(tmp_path / "out" / "sample_overlay.jpg")) > 0
 
 
 def test_version_short_help_and_bracketed_help_text():
-    version = run_segtool("--version")
+    version = run_in_process("--version")
     assert version.returncode == 0 and version.stdout.startswith("segtool ")
-    short = run_segtool("run", "-h")
+    short = run_in_process("run", "-h")
     assert short.returncode == 0 and "--max-pixels" in short.stdout
     assert "(default: images labels,mask,overlay; videos overlay)" in " ".join(short.stdout.split())
-    export_help = " ".join(run_segtool("export", "-h").stdout.split())
+    export_help = " ".join(run_in_process("export", "-h").stdout.split())
     assert "[1e-4]" in export_help and "[0.999]" in export_help  # brackets survive: no rich markup
 
 
@@ -200,7 +192,7 @@ def test_folder_run_counts_are_consistent_and_skip_non_media(tmp_path, model_pat
     (folder / "bad.jpg").write_bytes(b"")
     out = folder / "out"  # inside the input tree: never read back
     for _ in range(2):
-        proc = run_segtool("run", folder, "-r", "--model", model_path, "--out", out, "--device", "cpu")
+        proc = run_in_process("run", folder, "-r", "--model", model_path, "--out", out, "--device", "cpu")
         assert proc.returncode == 1, proc.stderr
         assert "4 input(s): 3 ok, 1 failed, 2 non-media file(s) skipped" in proc.stdout
     assert not (out / "out").exists() and not list(out.glob("*_labels_labels.png"))

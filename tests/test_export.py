@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import json
-import urllib.error
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import SEED, assert_clean_failure, run_segtool
+from conftest import SEED, assert_clean_failure, run_in_process
 
 from segtool.export import export_model
 from segtool.export.models import get_spec
 from segtool.export.parity import sample_batch
-from segtool.export.pipeline import MEAN, STD
 from segtool.export.weights import WeightsUnavailable, apply_state_dict, load_checkpoint, resolve_weights
 from segtool.runtime import VOC_CLASSES, SegtoolError, voc_colormap
 from segtool.runtime.errors import ParityError
+from segtool.runtime.model.metadata import IMAGENET_MEAN as MEAN
+from segtool.runtime.model.metadata import IMAGENET_STD as STD
 
 # Stated tolerances for PyTorch vs ONNX Runtime (CPU), fp32 (see README "Parity").
 MAX_ABS_DIFF = 2e-4
@@ -120,18 +120,12 @@ def test_checkpoint_whose_name_hash_disagrees_is_refused(tmp_path):
 def test_corrupt_weights_file_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
-    proc = run_segtool("export", "--weights", bad, "--output", tmp_path / "x.onnx")
+    proc = run_in_process("export", "--weights", bad, "--output", tmp_path / "x.onnx")
     assert_clean_failure(proc, 2, "broken.pth", "not a readable PyTorch checkpoint")
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_download_failure_names_the_checkpoint(monkeypatch):
-    from torchvision.models._api import WeightsEnum
-
-    def offline(self, *args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+def test_download_failure_names_the_checkpoint(offline):
     with pytest.raises(WeightsUnavailable) as info:
         resolve_weights(get_spec("fcn_resnet50"), "DEFAULT", 0)
     message = str(info.value)
@@ -144,18 +138,10 @@ def test_download_failure_names_the_checkpoint(monkeypatch):
 def test_unwritable_output_and_missing_calibration_are_refused_before_exporting(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    proc = run_segtool("export", "--weights", "random", "--output", blocker / "sub" / "x.onnx", timeout=60)
+    proc = run_in_process("export", "--weights", "random", "--output", blocker / "sub" / "x.onnx")
     assert_clean_failure(proc, 2, "not writable")
-    proc = run_segtool(
-        "export",
-        "--weights",
-        "random",
-        "--int8",
-        "--calibration",
-        tmp_path / "nope",
-        "--output",
-        tmp_path / "x.onnx",
-        timeout=60,
+    proc = run_in_process(
+        "export", "--weights", "random", "--int8", "--calibration", tmp_path / "nope", "--output", tmp_path / "x.onnx"
     )
     assert_clean_failure(proc, 2, "--calibration", "no such folder or video")
     assert not (tmp_path / "x.onnx").exists()

@@ -14,19 +14,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from conftest import run_segtool, scene
-from tiny import tiny_model
+from conftest import run_segtool, scene, scene_video
 
 CASES_PER_KIND = 110  # x 3 kinds = 330 cases
 SEED = 1234
 
 
 def seeds(tmp: Path) -> dict[str, bytes]:
-    video = tmp / "seed.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (48, 32))
-    for k in range(4):
-        writer.write(scene(32, 48, seed=k))
-    writer.release()
+    video = scene_video(tmp / "seed.mp4", frames=4, width=48, height=32)
     image = scene(40, 56, seed=9)
     return {".png": cv2.imencode(".png", image)[1].tobytes(), ".jpg": cv2.imencode(".jpg", image)[1].tobytes(),
             ".mp4": video.read_bytes()}  # fmt: skip
@@ -87,11 +82,10 @@ print(json.dumps(counts))
 """
 
 
-def test_fuzzed_files_through_the_cli_and_the_api(tmp_path):
-    model = tiny_model(tmp_path / "tiny.onnx")
+def test_fuzzed_files_through_the_cli_and_the_api(tmp_path, tiny):
     cases = make_cases(tmp_path / "cases")
     assert len(cases) >= 300
-    proc = run_segtool("run", tmp_path / "cases", "--model", model, "--out", tmp_path / "out", "--max-pixels",
+    proc = run_segtool("run", tmp_path / "cases", "--model", tiny, "--out", tmp_path / "out", "--max-pixels",
                        "4000000", "--max-frames", "6", "--json", "--quiet", "--device", "cpu", timeout=900)  # fmt: skip
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -100,7 +94,7 @@ def test_fuzzed_files_through_the_cli_and_the_api(tmp_path):
     assert summary["ok"] + summary["failed"] >= len(cases)  # a cut video can be done and reported
     assert all(f["error"] for f in summary["failures"])
     assert not list((tmp_path / "out").rglob(".*"))  # no temporary file left
-    api = subprocess.run([sys.executable, "-c", API_SCRIPT, str(model), str(tmp_path / "cases"), str(tmp_path / "api")],
+    api = subprocess.run([sys.executable, "-c", API_SCRIPT, str(tiny), str(tmp_path / "cases"), str(tmp_path / "api")],
                          capture_output=True, text=True, timeout=900)  # fmt: skip
     assert api.returncode == 0, api.stderr[-3000:]
     counts = json.loads(api.stdout.strip().splitlines()[-1])

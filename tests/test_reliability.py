@@ -1,4 +1,7 @@
-"""Write failures, signals, tiling, bounded decoding and memory limits."""
+"""Write failures, signals, tiling, bounded decoding and memory limits.
+
+The CLI runs in this process (``run_in_process``), but for SIGTERM and the address-space limit,
+which need a real process."""
 
 from __future__ import annotations
 
@@ -6,13 +9,13 @@ import contextlib
 import json
 import signal
 import subprocess
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import SEGTOOL, run_segtool, scene
+from conftest import SEGTOOL, interrupt_segtool, run_in_process, scene, scene_video, write_video
 from PIL import Image
 from tiny import tiny_model
 
@@ -21,13 +24,8 @@ from segtool.runtime.files.sources import IMAGE, Source
 from segtool.runtime.model.tiling import segment_tiled, window_starts
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
-
-
 @contextlib.contextmanager
-def small_disk(folder: Path, size: str):
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` at ``folder``: a disk that fills up (the tests run as root in CI)."""
     folder.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
@@ -54,7 +52,7 @@ def test_disk_full_while_writing_images(tmp_path, tiny):
         inputs.append(tmp_path / f"img{k:02d}.jpg")
         cv2.imwrite(str(inputs[-1]), np.random.default_rng(k).integers(0, 256, (300, 400, 3), np.uint8))
     with small_disk(tmp_path / "full", "400k") as out:
-        proc = run_segtool("run", *inputs, "--model", tiny, "--out", out, "--device", "cpu")
+        proc = run_in_process("run", *inputs, "--model", tiny, "--out", out, "--device", "cpu")
         written = sorted(p.name for p in out.iterdir())
         assert_all_complete(out)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -63,13 +61,10 @@ def test_disk_full_while_writing_images(tmp_path, tiny):
 
 
 def test_disk_full_while_writing_a_video(tmp_path, tiny):
-    source = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (320, 240))
-    for k in range(60):
-        writer.write(np.random.default_rng(k).integers(0, 256, (240, 320, 3), np.uint8))
-    writer.release()
+    noise = (np.random.default_rng(k).integers(0, 256, (240, 320, 3), np.uint8) for k in range(60))
+    source = write_video(tmp_path / "clip.mp4", noise, fps=25.0)
     with small_disk(tmp_path / "full", "200k") as out:
-        proc = run_segtool("run", source, "--model", tiny, "--out", out, "--device", "cpu")
+        proc = run_in_process("run", source, "--model", tiny, "--out", out, "--device", "cpu")
         assert not (out / "clip_overlay.mp4").exists()  # nothing under the real name
         assert_all_complete(out)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -77,22 +72,16 @@ def test_disk_full_while_writing_a_video(tmp_path, tiny):
 
 
 def test_sigterm_mid_video_finalizes_a_playable_file(tmp_path, tiny):
-    source = tmp_path / "long.mp4"
-    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (160, 120))
-    for k in range(3000):
-        writer.write(scene(120, 160, seed=k % 7))
-    writer.release()
+    scenes = [scene(120, 160, seed=k) for k in range(7)]
+    source = write_video(tmp_path / "long.mp4", (scenes[k % 7] for k in range(3000)), fps=25.0)
     out = tmp_path / "out"
-    command = [SEGTOOL, "run", str(source), "--model", str(tiny), "--out", str(out), "--frames", "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(out.glob(".long_frames.partial/*.png")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stdout + stderr
-    assert "Traceback" not in stdout + stderr and "interrupted (SIGTERM)" in stdout
+    proc = interrupt_segtool(
+        "run", source, "--model", tiny, "--out", out, "--frames", "--device", "cpu",
+        ready=lambda: any(out.glob(".*.partial/*.png")),  # frames are being written (the hidden new folder)
+        signum=signal.SIGTERM, settle=1.0, wait=60, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and "interrupted (SIGTERM)" in proc.stdout
     capture = cv2.VideoCapture(str(out / "long_overlay.mp4"))
     frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     assert 0 < frames < 3000 and capture.read()[0]
@@ -102,17 +91,12 @@ def test_sigterm_mid_video_finalizes_a_playable_file(tmp_path, tiny):
 
 def test_frames_folder_is_replaced_whole(tmp_path, tiny):
     def clip(frames: int) -> Path:
-        path = tmp_path / "c.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (32, 24))
-        for k in range(frames):
-            writer.write(scene(24, 32, seed=k))
-        writer.release()
-        return path
+        return scene_video(tmp_path / "c.mp4", frames, width=32, height=24)
 
     out = tmp_path / "out"
-    assert run_segtool("run", clip(9), "--model", tiny, "--out", out, "--frames").returncode == 0
+    assert run_in_process("run", clip(9), "--model", tiny, "--out", out, "--frames").returncode == 0
     assert len(list((out / "c_frames").iterdir())) == 9
-    assert run_segtool("run", clip(4), "--model", tiny, "--out", out, "--frames").returncode == 0
+    assert run_in_process("run", clip(4), "--model", tiny, "--out", out, "--frames").returncode == 0
     assert sorted(p.name for p in (out / "c_frames").iterdir()) == [f"{k:06d}_labels.png" for k in range(4)]
     assert_all_complete(out)
 
@@ -164,7 +148,7 @@ def test_reduced_jpeg_decoding_keeps_full_size_labels(tmp_path, tiny):
     big = tmp_path / "big.jpg"
     cv2.imwrite(str(big), scene(1200, 1600, seed=2))
     out = tmp_path / "out"
-    proc = run_segtool("run", big, "--model", tiny, "--out", out, "--max-size", "300", "--json")
+    proc = run_in_process("run", big, "--model", tiny, "--out", out, "--max-size", "300", "--json")
     assert proc.returncode == 0, proc.stderr
     (result,) = json.loads(proc.stdout)["results"]
     assert (result["width"], result["height"]) == (1600, 1200)
@@ -187,7 +171,7 @@ def test_read_only_output_folder_is_one_line_before_any_work(tmp_path, tiny):
     cv2.imwrite(str(tmp_path / "a.png"), scene(20, 30))
     with small_disk(tmp_path / "ro", "100k") as out:
         subprocess.run(["mount", "-o", "remount,ro", str(out)], check=True)
-        proc = run_segtool("run", tmp_path / "a.png", "--model", tiny, "--out", out)
+        proc = run_in_process("run", tmp_path / "a.png", "--model", tiny, "--out", out)
         assert not list(out.iterdir())
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"output folder {out} is not writable (read-only file system)" in proc.stderr

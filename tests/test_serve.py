@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from conftest import run_segtool, scene
+from conftest import jpeg, run_segtool
 from PIL import Image
 from servers import Server
 
@@ -24,10 +24,6 @@ def server(model_path):
     running = Server(model_path, "--max-queue", "1", "--max-body-mb", "1", "--max-pixels", "2000000")
     yield running
     running.stop()
-
-
-def jpeg(height: int, width: int, seed: int = 0) -> bytes:
-    return cv2.imencode(".jpg", scene(height, width, seed))[1].tobytes()
 
 
 def test_rest_labels_equal_segtool_run(server, model_path, tmp_path):

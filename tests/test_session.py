@@ -126,7 +126,7 @@ def test_segmenter_cache_flag_reaches_onnx_runtime(monkeypatch, tmp_path):
     """--cache: the CPU graph cache, and a TensorRT engine folder beside the model."""
     import segtool.runtime.model.segmenter as segmenter_module
 
-    captured = {}
+    captured: dict[str, object] = {}
 
     def fake_create(model, device, threads, cache_dir=None, cache=False):
         captured.update(device=device, cache_dir=cache_dir, cache=cache)

@@ -1,11 +1,13 @@
-"""`segtool triton`: the written config parses with Triton's own ModelConfig schema, field by field."""
+"""`segtool triton`: the written config parses with Triton's own ModelConfig schema, field by field.
+
+The first test runs the console script; the others run the CLI in this process."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from conftest import assert_clean_failure, run_segtool
+from conftest import assert_clean_failure, run_in_process, run_segtool
 from google.protobuf import text_format
 from tiny import tiny_model
 from tritonclient.grpc import model_config_pb2 as mc
@@ -42,7 +44,7 @@ def test_config_for_gpu_with_batching_and_tensorrt(tmp_path, model_path):
 
 def test_config_without_batching_keeps_the_batch_dim_and_labels_output(tmp_path):
     model = tiny_model(tmp_path / "labels.onnx", labels_graph=True)
-    proc = run_segtool("triton", model, "--repo", tmp_path / "repo", "--max-batch", "0", "--kind", "cpu")
+    proc = run_in_process("triton", model, "--repo", tmp_path / "repo", "--max-batch", "0", "--kind", "cpu")
     assert proc.returncode == 0, proc.stderr
     config = parse(tmp_path / "repo" / "tiny" / "config.pbtxt")
     assert config.max_batch_size == 0 and list(config.input[0].dims) == [-1, 3, -1, -1]
@@ -55,9 +57,8 @@ def test_config_without_batching_keeps_the_batch_dim_and_labels_output(tmp_path)
     assert not config.HasField("dynamic_batching") and not config.HasField("optimization")
 
 
-def test_contradictory_flags_are_one_line(tmp_path):
-    model = tiny_model(tmp_path / "t.onnx")
-    proc = run_segtool("triton", model, "--repo", tmp_path / "r", "--kind", "cpu", "--tensorrt")
+def test_contradictory_flags_are_one_line(tmp_path, tiny):
+    proc = run_in_process("triton", tiny, "--repo", tmp_path / "r", "--kind", "cpu", "--tensorrt")
     assert_clean_failure(proc, 2, "--tensorrt needs --kind gpu")
-    proc = run_segtool("triton", model, "--repo", tmp_path / "r", "--max-batch", "0", "--dynamic-batching")
+    proc = run_in_process("triton", tiny, "--repo", tmp_path / "r", "--max-batch", "0", "--dynamic-batching")
     assert_clean_failure(proc, 2, "--dynamic-batching needs --max-batch")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_clean_failure, run_segtool, scene
+from conftest import assert_clean_failure, run_in_process, scene
 
 from segtool.export import export_model
 from segtool.export.variants import calibration_batches
@@ -94,7 +94,7 @@ def test_calibration_folder_and_empty_folder(tmp_path):
 
 
 def test_int8_and_fp16_together_is_refused(tmp_path):
-    proc = run_segtool("export", "--int8", "--fp16", "--weights", "random", "--output", tmp_path / "x.onnx")
+    proc = run_in_process("export", "--int8", "--fp16", "--weights", "random", "--output", tmp_path / "x.onnx")
     assert_clean_failure(proc, 2, "pick one")
 
 

@@ -1,52 +1,27 @@
-"""Videos, folders, globs, streams and cameras through `segtool run` and the Python API."""
+"""Videos, folders, globs, streams and cameras through `segtool run` and the Python API.
+
+The CLI runs in this process (``run_in_process``), but for Ctrl-C, which needs a real process."""
 
 from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import SEGTOOL, assert_clean_failure, run_segtool, scene
+from conftest import assert_clean_failure, interrupt_segtool, jpeg, make_video, read_video, run_in_process, scene
 from PIL import Image
 
 from segtool.runtime.files.sources import BAD, IMAGE, VIDEO, expand
 from segtool.runtime.files.video import VideoSource
 
 
-def make_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: float = 12.0) -> list[np.ndarray]:
-    """Write a small mp4 of drifting colour blobs; return the frames as OpenCV decodes them back."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    base = scene(height, width * 2, seed=3)
-    for k in range(frames):
-        writer.write(np.ascontiguousarray(base[:, k % width : k % width + width]))
-    writer.release()
-    capture = cv2.VideoCapture(str(path))
-    decoded = []
-    while (got := capture.read())[0]:
-        decoded.append(got[1])
-    assert len(decoded) == frames
-    return decoded
-
-
-def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    capture = cv2.VideoCapture(str(path))
-    assert capture.isOpened(), path
-    frames = []
-    while (got := capture.read())[0]:
-        frames.append(got[1])
-    return frames, capture.get(cv2.CAP_PROP_FPS)
-
-
 def test_video_output_keeps_count_size_fps_and_matches_image_path(tmp_path, model_path, segmenter):
     source = tmp_path / "clip.mp4"
     decoded = make_video(source, frames=7, fps=12.0)
     out = tmp_path / "out"
-    proc = run_segtool(
+    proc = run_in_process(
         "run",
         source,
         "--model",
@@ -97,11 +72,11 @@ def test_folder_with_bad_files_goes_on_and_lists_them(tmp_path, model_path):
     cv2.imwrite(str(folder / "a.jpg"), scene(30, 40, 1))
     cv2.imwrite(str(folder / "sub" / "a.jpg"), scene(30, 40, 2))
     (folder / "empty.png").write_bytes(b"")
-    whole = cv2.imencode(".jpg", scene(200, 200))[1].tobytes()
+    whole = jpeg(200, 200)
     (folder / "cut.jpg").write_bytes(whole[: len(whole) // 2])
     (folder / "notes.txt").write_text("shopping list\n")
     out = tmp_path / "out"
-    proc = run_segtool("run", folder, "--recursive", "--model", model_path, "--out", out, "--json")
+    proc = run_in_process("run", folder, "--recursive", "--model", model_path, "--out", out, "--json")
     assert_clean_failure(proc, 1, "empty.png: empty file", "cut.jpg: truncated JPEG", "2 of 4 input(s) failed")
     assert "notes.txt" not in proc.stderr  # not media: skipped and counted, not a failure
     summary = json.loads(proc.stdout)
@@ -139,7 +114,7 @@ def test_expand_detects_kinds_globs_and_folders(tmp_path):
 def test_stream_url_opened_through_opencv(tmp_path, model_path):
     source = tmp_path / "cam.mp4"
     make_video(source, frames=4)
-    proc = run_segtool("run", f"file://{source}", "--model", model_path, "--out", tmp_path / "o", "--quiet")
+    proc = run_in_process("run", f"file://{source}", "--model", model_path, "--out", tmp_path / "o", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert len(read_video(tmp_path / "o" / "cam_overlay.mp4")[0]) == 4
 
@@ -147,19 +122,19 @@ def test_stream_url_opened_through_opencv(tmp_path, model_path):
 def test_unopenable_camera_and_corrupt_video_are_clear_errors(tmp_path, model_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    proc = run_segtool("run", bad, "--camera", "57", "--model", model_path, "--out", tmp_path / "o")
+    proc = run_in_process("run", bad, "--camera", "57", "--model", model_path, "--out", tmp_path / "o")
     assert_clean_failure(proc, 1, "broken.mp4: cannot open", "camera 57: cannot open", "2 of 2 input(s) failed")
     assert not list((tmp_path / "o").iterdir())  # nothing half-written
 
 
 def test_show_without_gui_is_one_line(tmp_path, model_path):
-    from segtool.cli.console import gui_available
+    from segtool.cli.common import gui_available
 
     source = tmp_path / "a.png"
     cv2.imwrite(str(source), scene(8, 8))
     if gui_available():  # a desktop OpenCV build: nothing to refuse here
         return
-    proc = run_segtool("run", source, "--model", model_path, "--show")
+    proc = run_in_process("run", source, "--model", model_path, "--show")
     assert_clean_failure(proc, 2, "--show needs OpenCV with GUI support")
 
 
@@ -167,20 +142,13 @@ def test_ctrl_c_mid_video_leaves_a_playable_file(tmp_path, model_path):
     source = tmp_path / "long.mp4"
     make_video(source, frames=400, width=96, height=64)
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [SEGTOOL, "run", str(source), "--model", str(model_path), "--out", str(out), "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not list(out.glob(".long_overlay*")) and time.monotonic() < deadline:  # the writer has started
-        time.sleep(0.2)
-    time.sleep(2.0)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stdout + stderr
-    assert "Traceback" not in stdout + stderr and "interrupted" in stdout
+    proc = interrupt_segtool(
+        "run", source, "--model", model_path, "--out", out, "--device", "cpu",
+        ready=lambda: any(out.glob(".*.partial.mp4")),  # the writer has started (its hidden temporary file)
+        signum=signal.SIGINT, settle=2.0, wait=120, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and "interrupted" in proc.stdout
     frames, _ = read_video(out / "long_overlay.mp4")
     assert 0 < len(frames) < 400 and frames[0].shape == (64, 96, 3)
     assert not list(out.glob(".*"))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import io
 
-import cv2
 import numpy as np
-from conftest import labels_png, voc_meta
+from conftest import imdecode, labels_png, voc_meta
 from PIL import Image
 
 from segtool.runtime import Painter, blend, class_shares, colorize, voc_colormap
@@ -52,18 +51,17 @@ def test_paletted_png_roundtrips_labels_and_palette():
     image = Image.open(io.BytesIO(data))
     assert image.mode == "P" and image.size == (67, 41)
     assert np.array_equal(np.array(image), labels)
-    assert np.array_equal(np.array(image.getpalette()[: 256 * 3]).reshape(-1, 3), voc_colormap())
+    palette = image.getpalette()
+    assert palette is not None and np.array_equal(np.array(palette[: 256 * 3]).reshape(-1, 3), voc_colormap())
     assert "RANDOM weights" in image.info["Comment"]
-    colours = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # viewers see the colours
+    colours = imdecode(data)  # viewers see the colours
     assert np.array_equal(colours[..., ::-1], voc_colormap()[labels])
 
 
 def test_mask_png_keeps_colours_and_carries_the_weights_note():
     data = Painter(voc_meta()).mask_png(np.full((5, 6, 3), (9, 20, 30), np.uint8))
     assert "RANDOM weights" in Image.open(io.BytesIO(data)).info["Comment"]
-    assert np.array_equal(
-        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), np.full((5, 6, 3), (9, 20, 30))
-    )
+    assert np.array_equal(imdecode(data), np.full((5, 6, 3), (9, 20, 30)))
 
 
 def test_colorize_and_blend():

@@ -28,7 +28,7 @@ def tiny_model(path: Path, props: dict[str, str] | None = None, classes: int = 2
                labels_graph: bool = False) -> Path:  # fmt: skip
     """Write the tiny model to ``path`` (``props`` replace the metadata; ``classes`` output channels)."""
     weight = np.random.default_rng(0).standard_normal((classes, 3, 1, 1)).astype(np.float32)
-    dims = ["batch", 3, "height", "width"] if input_rank == 4 else ["batch", 3]
+    dims: list[str | int] = ["batch", 3, "height", "width"] if input_rank == 4 else ["batch", 3]
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)
     nodes = [helper.make_node("Conv", ["image", "w"], ["logits"])]
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes, "height", "width"])
