@@ -173,9 +173,11 @@ def interrupt_segtool(
     env_extra: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Start the console script, wait until ``ready()`` (at most ``wait`` s, or until the process
-    ends by itself), ``settle`` s more, send ``signum``, and collect the process."""
+    ends by itself), ``settle`` s more, send ``signum``, and collect the process. One that has not
+    ended ``timeout`` s later fails the test with its output and, from faulthandler, every thread's
+    stack (where it hangs)."""
     command = [SEGTOOL, *map(str, args)]
-    env = {**os.environ, **(env_extra or {})}
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", **(env_extra or {})}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=_default_sigint)  # fmt: skip
     try:
@@ -184,7 +186,17 @@ def interrupt_segtool(
             time.sleep(0.1)
         time.sleep(settle)
         process.send_signal(signum)  # nothing, if it has ended already: the test then sees how
-        stdout, stderr = process.communicate(timeout=timeout)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler writes each thread's stack to stderr
+            try:
+                stdout, stderr = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            pytest.fail(f"{shlex.join(command)} did not end within {timeout} s of {signum.name}:\n"
+                        f"{stdout[-3000:]}\n{stderr[-12000:]}")  # fmt: skip
     finally:
         if process.poll() is None:
             process.kill()
@@ -273,8 +285,9 @@ def int8_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("int8") / "int8.onnx"
     small = ((1, 3, 64, 96),)
-    return export_model(out, weights="random", seed=SEED, verify=False, precision="int8", shapes=small,
-                        calibration_count=6, calibration_size=96, variant_min_agreement=0.5, force=True).path  # fmt: skip
+    result = export_model(out, weights="random", seed=SEED, verify=False, precision="int8", shapes=small,
+                          calibration_count=6, calibration_size=96, variant_min_agreement=0.5, force=True)  # fmt: skip
+    return result.path
 
 
 @pytest.fixture(scope="session")
