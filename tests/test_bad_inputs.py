@@ -165,6 +165,8 @@ CASES = [
             "out",
             "--save",
             "side-by-side",
+            "--codec",
+            "mpeg4",  # libx264 takes 8256x16; MPEG-4 Part 2 does not
         ],
         1,
         ("wide_side-by-side.mp4", "encoder"),

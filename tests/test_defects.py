@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -123,7 +124,8 @@ def test_labels_fp16_that_changes_labels_is_refused(tmp_path):
 def test_labels_int8_that_changes_labels_keeps_its_sensitive_tensors_in_fp32(tmp_path):
     """Before, the argmax over rows read 100% for plain int8: no tensor was kept in fp32, half the labels wrong."""
     fp32 = near_tie_labels_model(tmp_path / "row0.onnx", row0=True)
-    _, record = make_variant(fp32, row0_config("int8"), MEAN, STD)
+    config = replace(row0_config("int8"), force=True)  # past the speed gate (timing): agreement is under test
+    _, record = make_variant(fp32, config, MEAN, STD)
     assert 0.2 < record["agreement_before"] < 0.8
     assert record["fp32_tensors"] and record["met"] and record["agreement"] >= 0.99
 

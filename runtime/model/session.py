@@ -43,6 +43,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.enable_mem_pattern = False
     so.enable_cpu_mem_arena = False
+    # No busy-waiting between operators: on a small machine the decode and writer threads need those
+    # cores (lraspp on walk.mp4 at 640x360, 2 cores: 17.2 -> 20.2 FPS end to end, docs/BENCHMARKS.md).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = threads
     so.log_severity_level = _ERRORS
