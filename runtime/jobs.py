@@ -174,9 +174,10 @@ def infer(seg: Runner, image: np.ndarray, options: JobOptions = JobOptions()) ->
             if isinstance(exc, cv2.error) and "alloc" not in str(exc).lower() and "memory" not in str(exc).lower():
                 raise
             width, height = inference_size(image.shape[0], image.shape[1], options.max_size, options.size)
-            smaller = (tile or max(width, height)) // 2 // 32 * 32
-            if smaller < MIN_TILE:
-                raise OutOfMemory(f"out of memory even in {tile or max(width, height)} px tiles ({exc})") from None
+            current = tile or max(width, height)
+            if current <= MIN_TILE:
+                raise OutOfMemory(f"out of memory even in {current} px tiles ({exc})") from None
+            smaller = max(MIN_TILE, current // 2 // 32 * 32)
             log.info("out of memory at %s; trying %d px tiles", f"{tile} px tiles" if tile else "full size", smaller)
             tile = smaller
 

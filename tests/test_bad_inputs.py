@@ -306,6 +306,160 @@ def test_matrix_has_at_least_40_cases():
     assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
 
 
+# --- issue 18: no file or folder can take segtool down, stall it, or make it lie -------------------
+
+
+def damaged_png(width: int, height: int) -> bytes:
+    """A PNG declaring width x height whose text chunk has a broken CRC: Pillow refuses its header,
+    OpenCV decodes it anyway (the bypass of the pixel limit)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"".join(b"\x00" + bytes(width) for _ in range(height)), 9)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    text = chunk(b"tEXt", b"note\x00hi")[:-4] + b"BAD!"
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + text + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def gif_claiming(width: int, height: int) -> bytes:
+    """A 1x1 GIF image placed on a width x height logical screen (canvas)."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    return screen + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+
+
+RADIANCE = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 4000 +X 4000\n" + bytes(64)
+
+
+def link(w: Path, name: str, target: str) -> str:
+    (w / name).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, w / name)
+    return name
+
+
+def tree_with_cycles(w: Path, links: int) -> str:
+    """tree/a/b/x.jpg, and ``links`` links back to folders above them."""
+    write(w, "tree/a/b/x.jpg", jpeg(seed=3))
+    link(w, "tree/a/up", "..")
+    if links > 1:
+        link(w, "tree/a/b/up2", "../..")
+    return "tree"
+
+
+def only_outputs(*stems: str) -> Callable[[Path], None]:
+    def check(w: Path) -> None:
+        written = sorted(p.name for p in (w / "out").rglob("*_labels.png"))
+        assert written == sorted(f"{s}_labels.png" for s in stems), written
+
+    return check
+
+
+LONG = "é" * 119 + "xx"  # 240 bytes of UTF-8: legal, but too long for a temporary name built on it
+CYCLE = "leads to a folder already walked"
+CASES += [
+    Case(
+        "damaged PNG past --max-pixels",
+        lambda w, m: run_with(w, m, write(w, "d.png", damaged_png(3000, 3000)), flags=("--max-pixels", "1000000")),
+        1,
+        ("d.png: 3000x3000 is 9 MP, over the 1 MP limit",),
+        GOOD,
+    ),
+    Case(
+        "Radiance HDR named .jpg",
+        lambda w, m: run_with(w, m, write(w, "hdr.jpg", RADIANCE)),
+        1,
+        ("hdr.jpg: not an image, or corrupt, or a format whose size its header does not give",),
+        GOOD,
+    ),
+    Case(
+        "GIF canvas past --max-pixels",
+        lambda w, m: run_with(w, m, write(w, "big.gif", gif_claiming(8000, 8000)), flags=("--max-pixels", "1000000")),
+        1,
+        ("big.gif: frames of 8000x8000 are 64 MP",),
+        GOOD,
+    ),
+    Case(
+        "video frames past --max-pixels",
+        lambda w, m: run_with(w, m, str(scene_video(w / "v.mp4", 3, 320, 240)), flags=("--max-pixels", "50000")),
+        1,
+        ("v.mp4: frames of 320x240",),
+        GOOD,
+    ),
+    Case(
+        "symlink loop in a folder",
+        lambda w, m: [*run_with(w, m, "in"), "-r"],
+        1,
+        ("in/loop.jpg: cannot read",),
+        ("out/good_labels.png", "out/x_labels.png"),
+        setup=lambda w: (write(w, "in/x.jpg", jpeg(seed=2)), link(w, "in/loop.jpg", "loop.jpg")),
+    ),
+    Case(
+        "link loop named like nothing",
+        lambda w, m: [*run_with(w, m, "in")],
+        1,
+        ("in/loop: cannot read",),
+        ("out/x_labels.png",),
+        setup=lambda w: (write(w, "in/x.jpg", jpeg(seed=2)), link(w, "in/loop", "loop")),
+    ),
+    Case(
+        "link to a parent folder, -r",
+        lambda w, m: [*run_with(w, m, tree_with_cycles(w, 1)), "-r"],
+        1,
+        (CYCLE,),
+        ("out/a/b/x_labels.png",),
+        extra=only_outputs("x", "good"),
+    ),
+    Case(
+        "two cycles under a quoted glob",
+        lambda w, m: run_with(w, m, tree_with_cycles(w, 2) + "/**/*.jpg"),
+        1,
+        (CYCLE,),
+        ("out/x_labels.png",),
+        timeout=60,
+        process=True,
+        extra=only_outputs("x", "good"),
+    ),
+    Case(
+        "glob yields each file once",
+        lambda w, m: run_with(w, m, "tree/**/*.jpg"),
+        1,
+        (CYCLE,),
+        ("out/x_labels.png",),
+        extra=only_outputs("x", "good"),
+        setup=lambda w: (write(w, "tree/a/x.jpg", jpeg(seed=2)), link(w, "tree/same", "a")),
+    ),
+    Case(
+        "long legal image name",
+        lambda w, m: run_with(w, m, write(w, LONG + ".jpg", jpeg(seed=4))),
+        0,
+        (),
+        (f"out/{LONG}_labels.png", *GOOD),
+    ),
+    Case(
+        "long legal video name",
+        lambda w, m: run_with(w, m, str(scene_video(w / (LONG + ".mp4"), 3, 64, 48))),
+        0,
+        (),
+        (f"out/{LONG}_overlay.mp4", *GOOD),
+    ),
+    Case(
+        "bad TIFF, no library noise",
+        lambda w, m: run_with(w, m, write(w, "bad.tiff", b"II*\x00" + bytes(64))),
+        1,
+        ("bad.tiff:",),
+        GOOD,
+        extra=None,
+    ),
+    Case(
+        "MP4 without a moov atom, no library noise",
+        lambda w, m: run_with(w, m, write(w, "cut.mp4", b"\x00\x00\x00\x18ftypisom" + bytes(500))),
+        1,
+        ("cut.mp4: cannot open",),
+        GOOD,
+    ),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, tiny: Path, tmp_path: Path):
     (tmp_path / "good.jpg").write_bytes(jpeg(seed=1))
