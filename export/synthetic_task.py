@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from segtool.runtime.model.metadata import IMAGENET_MEAN, IMAGENET_STD
+from segtool.runtime.model.preprocess import Normalizer
 
 MODEL = "lraspp_mobilenet_v3_large"
 CLASSES = ("background", "circle", "ring", "triangle")
@@ -102,9 +103,8 @@ def make_set(seed: int, count: int, height: int = SIZE, width: int = SIZE) -> li
 
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """BGR uint8 pictures -> the normalized RGB float batch the runtime feeds an exported model."""
-    x = torch.from_numpy(np.stack([im[:, :, ::-1] for im in images]).copy()).permute(0, 3, 1, 2).float() / 255
-    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    """BGR uint8 pictures -> the batch an exported model gets from them: the runtime's own normalization."""
+    return torch.from_numpy(Normalizer(IMAGENET_MEAN, IMAGENET_STD)(images, "bgr"))
 
 
 def train(steps: int = STEPS, batch: int = BATCH, seed: int = TRAIN_SEED, lr: float = LR,
@@ -157,7 +157,7 @@ def train(steps: int = STEPS, batch: int = BATCH, seed: int = TRAIN_SEED, lr: fl
 
 def _batch(rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     pictures = [make_sample(rng) for _ in range(batch)]
-    return to_tensor([p[0] for p in pictures]), torch.from_numpy(np.stack([p[1] for p in pictures])).long()
+    return to_tensor([p[0] for p in pictures]), torch.from_numpy(np.stack([p[1] for p in pictures]).astype(np.int64))
 
 
 def cache_key() -> str:

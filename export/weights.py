@@ -35,9 +35,11 @@ import torch
 
 from segtool.runtime.errors import UsageError, WeightsError
 
-from .models import MODELS, ModelSpec
+from .models import CARDS, MODELS, ModelSpec
 
-# torch.hub's convention: "name-<first hex digits of sha256>.ext"
+# torch.hub's convention: "name-<first hex digits of sha256>.ext", checked for torchvision's own files
+# only (a user's "unet-20240101.pth" carries a date, not a hash)
+PUBLISHED_FILES = frozenset(card.checkpoint for card in CARDS.values())
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -113,7 +115,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if not path.is_file():
         raise WeightsError(f"weights file {path} not found (use DEFAULT, random, or a checkpoint path)")
     digest = sha256_of(path)
-    named = _HASH_IN_NAME.search(path.name)
+    named = _HASH_IN_NAME.search(path.name) if path.name in PUBLISHED_FILES else None  # torchvision's own names
     if named and not digest.startswith(named.group(1)):
         raise WeightsError(
             f"{path}: sha256 {digest[:12]}... does not match the {named.group(1)} in its "

@@ -358,3 +358,18 @@ def test_smp_unet_exported_gated_and_run(tmp_path):
     assert labels.shape == (45, 70) and labels.max() < 3
     info = run_in_process("info", out)
     assert "3: background, car, person" in info.stdout and "segmentation_models_pytorch:Unet" in info.stdout
+
+
+def test_only_torchvisions_file_names_are_read_as_carrying_a_hash(tmp_path):
+    """A date in a user's file name is no sha256 prefix; a published checkpoint's name is one."""
+    import torch
+
+    from segtool.export.weights import read_checkpoint
+
+    dated = tmp_path / "unet-20240101.pth"
+    torch.save({"w": torch.zeros(2)}, dated)
+    assert read_checkpoint(dated).identity["file"] == dated.name
+    published = tmp_path / "fcn_resnet50_coco-1167a1af.pth"
+    torch.save({"w": torch.zeros(2)}, published)
+    with pytest.raises(WeightsError, match="corrupt or incomplete"):
+        read_checkpoint(published)
