@@ -16,7 +16,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -74,9 +73,9 @@ class SegmentActor:
     """Stage 2: one model per actor; ``process`` (the job layer) writes the pictures, and the
     result's manifest row comes back."""
 
-    def __init__(self, model: str, device: str, threads: int, options: dict, out_dir: str):
+    def __init__(self, model: str, device: str, threads: int, options: JobOptions, out_dir: str):
         self.seg = Segmenter(model, device=device, threads=threads, warn_random=False)
-        self.options = JobOptions(**options)
+        self.options = options  # the dataclass itself (pickled): nested settings stay typed
         self.painter = Painter(self.seg.meta, self.options.alpha)
         self.out_dir = Path(out_dir)
 
@@ -142,7 +141,7 @@ def run_ray(model: Path, sources: list[Source], out_dir: Path, options: JobOptio
                                 num_cpus=max(DECODE_CPUS, actor_threads - DECODE_CPUS), num_gpus=gpus_per_actor or None,
                                 max_restarts=0,  # a failed actor is that input's failure, not a silent retry
                                 fn_constructor_kwargs={"model": str(Path(model).resolve()), "device": device,
-                                                       "threads": actor_threads, "options": asdict(options),
+                                                       "threads": actor_threads, "options": options,
                                                        "out_dir": str(Path(out_dir).resolve())})  # fmt: skip
             for row in ds.iter_rows():
                 rows.append(dict(row))
