@@ -58,7 +58,7 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """The trained checkpoint, from pytest's cache when this training code has run on this machine."""
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     folder = cache.mkdir("trained-model") if cache is not None else tmp_path_factory.mktemp("trained-model")
     checkpoint = folder / task.cache_key() / "shapes.pth"  # not NAME-<hex>.pth: torch.hub's name for a hash prefix
     seconds = 0.0

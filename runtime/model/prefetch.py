@@ -68,11 +68,22 @@ class Drain:
         self.fn = fn
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
+        self.closing = threading.Event()
         self.thread = threading.Thread(target=self._work, name="segtool-drain", daemon=True)
         self.thread.start()
 
     def _work(self) -> None:
-        while (item := self.queue.get()) is not _END:
+        # Polls rather than waiting for a wake-up: a Ctrl-C that lands in the producer's ``put`` can
+        # lose the notification, and the worker must still see ``close`` (seen once in CI as a hang).
+        while True:
+            try:
+                item = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.closing.is_set():
+                    return
+                continue
+            if item is _END:
+                return
             if self.error is None:
                 try:
                     self.fn(item)
@@ -86,7 +97,7 @@ class Drain:
 
     def close(self) -> None:
         """Wait for every queued item; raise the first error, if any."""
-        self.queue.put(_END)
+        self.closing.set()  # the worker ends once the queue is empty
         self.thread.join()
         if self.error is not None:
             raise self.error
