@@ -198,3 +198,17 @@ def test_folder_run_counts_are_consistent_and_skip_non_media(tmp_path, model_pat
     assert not (out / "out").exists() and not list(out.glob("*_labels_labels.png"))
     line = next(line for line in proc.stdout.splitlines() if line.startswith(str(folder / "a0.png")))
     assert " s -> " in line and "a0_labels.png" in line and "FPS" not in line
+
+
+def test_run_without_model_finds_the_one_model_in_models(tmp_path, tiny):
+    """After the offline quickstart, models/ holds fcn_resnet50_random.onnx only: `segtool run IMAGE` uses it."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "fcn_resnet50_random.onnx").write_bytes(tiny.read_bytes())
+    (tmp_path / "street.jpg").write_bytes(jpeg(seed=3))
+    proc = run_in_process("run", "street.jpg", "--out", "o", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "using models/fcn_resnet50_random.onnx, the one model in models/" in proc.stderr
+    assert (tmp_path / "o" / "street_labels.png").is_file()
+    (tmp_path / "models" / "other.onnx").write_bytes(tiny.read_bytes())  # two: no guess, the usual hint
+    proc = run_in_process("run", "street.jpg", "--out", "o", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 2 and "models/fcn_resnet50.onnx not found" in proc.stderr, proc.stderr
