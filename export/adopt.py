@@ -27,7 +27,6 @@ The input file is never changed (unless ``output`` names it).
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import shutil
 import tempfile
@@ -41,7 +40,7 @@ import onnx
 import onnxruntime as ort
 
 from segtool.runtime.errors import ModelError, OutputError, UsageError
-from segtool.runtime.files.images import ensure_writable_dir
+from segtool.runtime.files.images import ensure_writable_dir, sha256_of
 from segtool.runtime.model.classes import generated_palette
 from segtool.runtime.model.external import external_locations, safe_location
 from segtool.runtime.model.metadata import (
@@ -83,14 +82,6 @@ def _version(dist: str) -> str:
         return importlib_metadata.version(dist)
     except importlib_metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -326,9 +317,9 @@ def adopt_model(
     rename_clear(model.graph, source_input, INPUT_NAME)
     rename_clear(model.graph, chosen, OUTPUT_NAME)
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p) or "unknown"
-    identity: dict = {"kind": "adopted", "file": source.name, "sha256": _sha256(source)}
+    identity: dict = {"kind": "adopted", "file": source.name, "sha256": sha256_of(source)}
     if data_names:
-        identity["external_data"] = {loc: _sha256(source.parent / safe_location(loc, source)) for loc in data_names}
+        identity["external_data"] = {loc: sha256_of(source.parent / safe_location(loc, source)) for loc in data_names}
     extra: Extras = {
         "precision": "fp16" if reference.dtype == np.float16 else "fp32",
         "adopted": {"source": source.name, "producer": producer, "input": source_input, "output": chosen,

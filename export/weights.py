@@ -21,7 +21,6 @@ file. The message says to save ``model.state_dict()`` instead.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 import re
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 
 from segtool.runtime.errors import UsageError, WeightsError
+from segtool.runtime.files.images import sha256_of
 
 from .models import CARDS, MODELS, ModelSpec
 
@@ -61,14 +61,6 @@ class Checkpoint:
     identity: dict  # {"kind": "file", "file", "sha256", "format"[, "epoch"]}: into the metadata
     trained_as: str | None = None  # args.model of a reference-training checkpoint
     num_classes: int | None = None  # args.num_classes, where the training script had one
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_weights(spec: ModelSpec, weights: str, seed: int) -> tuple[dict | None, dict]:

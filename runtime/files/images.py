@@ -10,6 +10,7 @@ over the target, so a crash or Ctrl-C never leaves a half-written output under i
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import itertools
 import os
@@ -229,6 +230,15 @@ def write_problem(exc: OSError) -> str:
         errno.ENOTDIR: "a file is in the way of its folder",
     }
     return reasons.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read a MiB at a time (checkpoints and models can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 _TEMP_COUNTER = itertools.count()

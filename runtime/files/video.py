@@ -471,13 +471,7 @@ class _Encoder:
             return
 
     def _drop(self, temp: Path) -> None:
-        if self.audio is not None:
-            self.audio.close()
-            self.audio = None
-        try:
-            self.container.close()
-        except Exception:
-            pass
+        self.abandon()
         temp.unlink(missing_ok=True)
 
     def write(self, picture: np.ndarray) -> None:
