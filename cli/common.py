@@ -159,6 +159,10 @@ def missing_model_hint(path: Path, flag: str | None) -> str:
 
 def open_model(factory: Callable[..., T], path: Path, flag: str | None = "--model", **kwargs) -> T:
     """``factory(path, **kwargs)`` (a Segmenter), with the hint added when the file is missing."""
+    if Path(path).is_dir():
+        inside = sorted(Path(path).glob("*.onnx"))
+        raise ModelError(f"model {path} is a folder, not an .onnx file"
+                         + (f"; in it: {', '.join(p.name for p in inside[:4])}" if inside else ""))  # fmt: skip
     if not Path(path).is_file():
         raise ModelError(f"model {path} not found" + missing_model_hint(Path(path), flag))
     return factory(path, **kwargs)

@@ -50,7 +50,7 @@ SAVE_HELP = "Comma list of labels,mask,overlay,side-by-side (default: images lab
 Sources = Annotated[Optional[list[str]], typer.Argument(help="Images, folders, globs, videos or stream URLs.")]
 
 
-Cameras = Annotated[Optional[list[int]], Opt("--camera", help="Camera index to read (repeatable).")]
+Cameras = Annotated[Optional[list[int]], Opt("--camera", min=0, help="Camera index to read (repeatable).")]
 
 
 Recursive = Annotated[bool, Opt("--recursive", "-r", help="Look into sub-folders of folders.")]

@@ -5,8 +5,14 @@ import os
 
 # OpenCV's and FFmpeg's own log lines would print beside segtool's one line per bad input: silence
 # them before cv2 loads (set either variable yourself to see them again).
+_QUIET_OPENCV = "OPENCV_LOG_LEVEL" not in os.environ
 os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+import cv2  # noqa: E402
+
+if _QUIET_OPENCV:  # cv2 may have been imported before segtool, and read the variable then
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 from segtool.runtime.errors import (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import zlib
@@ -44,6 +45,7 @@ class Case:
     extra: Callable[[Path], None] | None = field(default=None)  # more checks on the workdir
     setup: Callable[[Path], object] | None = None  # (workdir) -> files the case needs besides good.jpg
     process: bool = False  # run the console script (a case that could hang), not in this process
+    warns: tuple[str, ...] = ()  # text of 'segtool: warning:' lines that must be there
 
 
 def run_with(w: Path, m: Path, *inputs: str, flags: tuple[str, ...] = ()) -> list[str]:
@@ -460,6 +462,169 @@ CASES += [
 ]
 
 
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small real JPEG whose SOF0 header is patched to claim width x height."""
+    data = bytearray(jpeg(seed=5))
+    at = data.find(b"\xff\xc0")
+    struct.pack_into(">HH", data, at + 5, height, width)
+    return bytes(data)
+
+
+def bmp_claiming(width: int, height: int) -> bytes:
+    """A bare BMP header (no pixels) claiming width x height; a negative height is a top-down BMP."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 0, 0, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + info
+
+
+def webp_claiming(width: int, height: int) -> bytes:
+    """An extended (VP8X) WebP header claiming a width x height canvas, and nothing else."""
+    canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    body = b"WEBP" + b"VP8X" + struct.pack("<I", 10) + bytes(4) + canvas
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+#: lines C libraries print on stderr themselves (OpenCV's logger, libpng, libjpeg, libtiff, FFmpeg)
+LIBRARY_NOISE = re.compile(
+    r"\s*(\[ ?(WARN|ERROR|INFO|DEBUG)\b|libpng |libjpeg|Corrupt JPEG|Premature end|TIFF|\[\w+ @ 0x)"
+)
+
+CASES += [
+    Case(
+        "JPEG header 65000^2",
+        lambda w, m: run_with(w, m, write(w, "j.jpg", jpeg_claiming(65000, 65000))),
+        1,
+        ("j.jpg: 65000x65000 is 4225 MP, over the 100 MP limit",),
+        GOOD,
+    ),
+    Case(
+        "JPEG header past --max-pixels",
+        lambda w, m: run_with(w, m, write(w, "j.jpg", jpeg_claiming(400, 400)), flags=("--max-pixels", "100000")),
+        1,
+        ("j.jpg: 400x400",),
+        GOOD,
+    ),
+    Case(
+        "BMP header 50000^2",
+        lambda w, m: run_with(w, m, write(w, "b.bmp", bmp_claiming(50000, 50000))),
+        1,
+        ("b.bmp: 50000x50000",),
+        GOOD,
+    ),
+    Case(
+        "top-down BMP of height -2^31",
+        lambda w, m: run_with(w, m, write(w, "b.bmp", bmp_claiming(64, -(2**31)))),
+        1,
+        ("b.bmp: 64x2147483648",),
+        GOOD,
+    ),
+    Case(
+        "WebP canvas 16000^2",
+        lambda w, m: run_with(w, m, write(w, "x.webp", webp_claiming(16000, 16000))),
+        1,
+        ("x.webp: 16000x16000 is 256 MP",),
+        GOOD,
+    ),
+    Case(
+        "GIF canvas past the default limit",
+        lambda w, m: run_with(w, m, write(w, "g.gif", gif_claiming(65535, 65535))),
+        1,
+        ("g.gif: frames of 65535x65535",),
+        GOOD,
+    ),
+    Case(
+        "PNG of zero width, no libpng noise",
+        lambda w, m: run_with(w, m, write(w, "z.png", png_claiming(0, 10))),
+        1,
+        ("z.png: its header declares 0x10, an image without pixels",),
+        GOOD,
+    ),
+    Case(
+        "PNG with a bad text CRC, libpng folded",
+        lambda w, m: run_with(w, m, write(w, "d.png", damaged_png(40, 30))),
+        0,
+        (),
+        ("out/d_labels.png", *GOOD),
+        warns=("d.png: decoded, though libpng warned: tEXt: CRC error",),
+    ),
+    Case(
+        "PNG with more data than rows, libpng folded",
+        lambda w, m: run_with(w, m, write(w, "p.png", png_claiming(1, 1))),
+        0,
+        (),
+        ("out/p_labels.png", *GOOD),
+        warns=("p.png: decoded, though libpng warned: IDAT: Too much image data",),
+    ),
+    Case(
+        "truncated GIF",
+        lambda w, m: run_with(w, m, write(w, "t.gif", gif_claiming(10, 10)[:20])),
+        1,
+        ("t.gif: no frame could be decoded",),
+        GOOD,
+    ),
+    Case("empty video file", lambda w, m: run_with(w, m, write(w, "e.mp4", b"")), 1, ("e.mp4: cannot open",), GOOD),
+    Case(
+        "dangling link", lambda w, m: run_with(w, m, link(w, "l.jpg", "nowhere.jpg")), 1, ("l.jpg: no such file",), GOOD
+    ),
+    Case(
+        "newline in a file name",
+        lambda w, m: run_with(w, m, write(w, "a\nb.jpg", jpeg(seed=2))),
+        0,
+        (),
+        ("out/a\nb_labels.png", *GOOD),
+    ),
+    Case(
+        "two inputs with one stem",
+        lambda w, m: run_with(w, m, write(w, "a/x.jpg", jpeg(seed=2)), write(w, "b/x.jpg", jpeg(seed=3))),
+        0,
+        (),
+        ("out/x_labels.png", "out/x-2_labels.png", *GOOD),
+        extra=only_outputs("x", "x-2", "good"),
+    ),
+    Case(
+        "negative camera index",
+        lambda w, m: ["run", "--camera", "-3", "--model", str(m)],
+        2,
+        ("'--camera': Input should be greater than or equal to 0",),
+        process=True,  # OpenCV took the process down with SIGSEGV on it
+    ),
+    Case(
+        "model path is a folder",
+        lambda w, m: ["run", "good.jpg", "--model", folder(w, "models.onnx")],
+        2,
+        ("model models.onnx is a folder, not an .onnx file",),
+    ),
+    Case(
+        "--max-pixels negative",
+        lambda w, m: run_with(w, m, flags=("--max-pixels", "-5")),
+        2,
+        ("'--max-pixels': Input should be greater than or equal to 0",),
+    ),
+    Case("--size negative", lambda w, m: run_with(w, m, flags=("--size", "-5x3")), 2, ("--size takes WIDTHxHEIGHT",)),
+    Case(
+        "--quality past mpeg4's range",
+        lambda w, m: run_with(w, m, flags=("--codec", "mpeg4", "--quality", "99")),
+        2,
+        ("--quality 99 is out of range for mpeg4: 1 to 31",),
+    ),
+    Case(
+        "--preview port past 65535",
+        lambda w, m: run_with(w, m, flags=("--preview", "99999")),
+        2,
+        ("--preview '99999': expected [HOST:]PORT",),
+    ),
+    Case(
+        "--out under a file",
+        lambda w, m: ["run", "good.jpg", "--model", str(m), "--out", "good.jpg/sub"],
+        2,
+        ("output folder good.jpg/sub is not writable (a file is in the way of its folder)",),
+    ),
+]
+
+
+def test_matrix_grew_by_30_for_issue_18():
+    assert len(CASES) >= 48 + 30
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, tiny: Path, tmp_path: Path):
     (tmp_path / "good.jpg").write_bytes(jpeg(seed=1))
@@ -478,6 +643,11 @@ def test_bad_input(case: Case, tiny: Path, tmp_path: Path):
     assert proc.returncode == case.code, text
     assert "Traceback" not in text, text
     errors = [line for line in proc.stderr.splitlines() if line.startswith("segtool: error:")]
+    noise = [line for line in proc.stderr.splitlines() if LIBRARY_NOISE.match(line)]
+    assert not noise, proc.stderr  # a library's own lines, not folded into segtool's
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("segtool: warning:")]
+    for needle in case.warns:
+        assert any(needle in line for line in warnings), (needle, proc.stderr)
     for needle in case.needles:
         assert any(needle in line for line in errors), (needle, proc.stderr)
     if case.code == 2 and case.needles:

@@ -1,5 +1,5 @@
 """Reliability at the unit level: memory retries in smaller tiles, unreadable folders, temporary
-names, concurrent commits of a frames folder."""
+names, concurrent commits of a frames folder, libpng's stderr, camera indices."""
 
 from __future__ import annotations
 
@@ -99,3 +99,20 @@ def test_two_runs_commit_one_frames_folder_and_the_last_wins_whole(tmp_path):
     second.commit()
     assert sorted(p.name for p in target.iterdir()) == [f"{k:06d}_labels.png" for k in range(5)]
     assert [p.name for p in tmp_path.iterdir()] == ["walk_frames"]  # nothing half-done left beside it
+
+
+def test_libpng_lines_are_caught_and_other_stderr_output_passes(capfd):
+    from segtool.runtime.files.images import libpng_lines
+
+    with libpng_lines() as lines:
+        os.write(2, b"libpng warning: tEXt: CRC error\nsomeone else's line\n")
+    assert lines == ["libpng warning: tEXt: CRC error"]
+    assert capfd.readouterr().err == "someone else's line\n"
+
+
+def test_a_negative_camera_index_is_refused_before_opencv_sees_it():
+    from segtool.runtime.errors import InputError
+    from segtool.runtime.files.video import VideoSource
+
+    with pytest.raises(InputError, match="camera -1: camera indices start at 0"):
+        VideoSource(-1)

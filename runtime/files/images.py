@@ -9,15 +9,20 @@ over the target, so a crash or Ctrl-C never leaves a half-written output under i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
 import itertools
+import logging
 import os
 import stat
 import struct
+import sys
+import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -25,6 +30,8 @@ import numpy as np
 from PIL import Image
 
 from segtool.runtime.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"})
 
@@ -156,6 +163,41 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+_STDERR = threading.Lock()
+
+
+@contextlib.contextmanager
+def libpng_lines() -> Iterator[list[str]]:
+    """libpng (inside OpenCV) prints its warnings and errors on file descriptor 2 itself, where no
+    log level reaches them. For the block, descriptor 2 goes to a temporary file; afterwards the
+    list holds libpng's lines (for the caller to fold into its one line per input) and whatever
+    else was written meanwhile (another thread's log line, a progress bar) is passed on unchanged.
+    Without a descriptor 2 or a temporary file, nothing is caught."""
+    lines: list[str] = []
+    with _STDERR:
+        try:
+            sink = tempfile.TemporaryFile()
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            yield lines
+            return
+        with sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                text = sink.read()
+                other = [line for line in text.splitlines(keepends=True) if not line.startswith(b"libpng ")]
+                lines += [line.decode("utf-8", "replace").strip() for line in text.splitlines()
+                          if line.startswith(b"libpng ")]  # fmt: skip
+                if other:
+                    os.write(2, b"".join(other))
+
+
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
@@ -177,18 +219,27 @@ def decode_image(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR,
     if max_pixels and size is None:
         raise InputError(f"{name}: not an image, or corrupt, or a format whose size its header does not give "
                          "(refused under the pixel limit; --max-pixels 0 decodes it anyway)")  # fmt: skip
+    if size and not (size[0] and size[1]):
+        raise InputError(f"{name}: its header declares {size[0]}x{size[1]}, an image without pixels")
     if max_pixels and size and size[0] * size[1] > max_pixels:
         raise InputError(f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} MP, over the "
                          f"{max_pixels / 1e6:g} MP limit (--max-pixels; 0 = no limit)")  # fmt: skip
     if reduce_to and size and flags == cv2.IMREAD_COLOR and data[:3] == b"\xff\xd8\xff":
         factor = next((f for f in (8, 4, 2) if max(size) / f >= reduce_to), 1)
         flags = _REDUCED.get(factor, flags)
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    except cv2.error as exc:
-        raise InputError(f"{name}: cannot decode ({str(exc).strip().splitlines()[-1][:120]})") from None
+    png = data[:8] == b"\x89PNG\r\n\x1a\n"
+    failure: list[str] = []
+    quiet: contextlib.AbstractContextManager[list[str]] = libpng_lines() if png else contextlib.nullcontext([])
+    with quiet as noise:
+        try:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        except cv2.error as exc:
+            image, failure = None, [str(exc).strip().splitlines()[-1][:120]]
+    said = "; ".join(dict.fromkeys(line.split(": ", 1)[-1] for line in [*noise, *failure]))
     if image is None:
-        raise InputError(f"{name}: not an image, or corrupt")
+        raise InputError(f"{name}: not an image, or corrupt" + (f" ({said})" if said else ""))
+    if said:
+        log.warning("%s: decoded, though libpng warned: %s", name, said)
     return image
 
 

@@ -190,6 +190,8 @@ class VideoSource:
 
     def _open_camera(self, index: int, threads: int | None) -> None:
         """V4L2 through PyAV where the device exists, else OpenCV (which knows every platform's cameras)."""
+        if index < 0:  # OpenCV crashes the process (SIGSEGV) on some negative indices
+            raise InputError(f"{self.name}: camera indices start at 0")
         device = f"/dev/video{index}"
         if os.path.exists(device):
             try:
