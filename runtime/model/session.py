@@ -48,7 +48,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = threads
-    so.log_severity_level = _ERRORS
+    # A failing kernel (std::bad_alloc in a Conv) raises an exception that becomes segtool's one line
+    # for that input; ONNX Runtime's own log line about it would be a second, in another format.
+    so.log_severity_level = _QUIET
     return so
 
 
@@ -163,6 +165,7 @@ def reference_session(model: bytes | str) -> ort.InferenceSession:
 
 
 def _open(model, options: ort.SessionOptions, providers: list, quiet: bool) -> ort.InferenceSession:
+    previous = options.log_severity_level
     if quiet:
         ort.set_default_logger_severity(_QUIET)
         options.log_severity_level = _QUIET
@@ -171,7 +174,7 @@ def _open(model, options: ort.SessionOptions, providers: list, quiet: bool) -> o
     finally:
         if quiet:
             ort.set_default_logger_severity(_ERRORS)
-            options.log_severity_level = _ERRORS
+            options.log_severity_level = previous
 
 
 def create_session(
