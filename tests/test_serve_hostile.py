@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import threading
 import time
 
@@ -372,3 +373,34 @@ def test_schema_declares_the_error_answers(tiny):
     assert {"image/jpeg", "multipart/form-data"} <= set(segment["requestBody"]["content"])
     assert {"application/json", "image/png", "image/jpeg"} <= set(segment["responses"]["200"]["content"])
     assert "401" not in schema["paths"]["/v2/health/live"]["get"]["responses"]
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send bytes that are not (all) HTTP on a fresh connection; what comes back before it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\r\n\r\n",
+        b"GET /v2 HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET /v2 HTTP/1.1\r\nHost: x\r\nX: \x00\r\n\r\n",
+        b"GET \xff\xfe HTTP/1.1\r\n\r\n",
+    ],  # fmt: skip
+    ids=["garbage", "tls-hello", "header-without-colon", "nul-in-header", "non-utf8-path"],
+)
+def test_bytes_that_are_not_http_get_uvicorns_400_and_the_server_lives_on(server, request_bytes):
+    """The one answer that is not JSON (README): uvicorn's HTTP parser refuses these before the
+    application sees a request, with a plain-text 400; the server goes on serving."""
+    answer = raw_exchange(server.port, request_bytes)
+    status = answer.split(b"\r\n", 1)[0]
+    assert status.startswith(b"HTTP/1.1 4"), answer[:200]
+    with server.client() as client:
+        assert client.get("/v2/health/live").status_code == 200
