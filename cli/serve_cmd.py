@@ -34,6 +34,9 @@ def serve(
             help="/v1/segment infers with this long side unless a request gives max_size; 0: full resolution.",
         ),
     ] = DEFAULT_LONG_SIDE,
+    max_video_frames: Annotated[
+        int, Opt(min=1, help="/v1/segment-video: most frames a video may have; longer get 413.")
+    ] = 250,
     api_key: Annotated[Optional[str], Opt(envvar="SEGTOOL_API_KEY", help="Require Bearer KEY.")] = None,
     drain_s: Annotated[int, Opt(min=1, help="On SIGTERM: seconds to finish requests in flight.")] = 30,
 ):
@@ -45,7 +48,7 @@ def serve(
     except ImportError as exc:
         raise UsageError(f"`segtool serve` needs {exc.name}: pip install 'segtool[serve]'") from None
     seg = open_model(Segmenter, model, device=device)
-    settings = ServeSettings(name, max_queue, max_body_mb, max_pixels, api_key, max_size)
+    settings = ServeSettings(name, max_queue, max_body_mb, max_pixels, api_key, max_size, max_video_frames)
     app = create_app(seg, settings)
     say(f"serving {model} as {app.state.service.name!r} ({seg.meta.weights_label}) on {seg.provider}: "
         f"http://{host}:{port}/ (v2 protocol under /v2, metrics at /metrics)", to_stderr=True)  # fmt: skip

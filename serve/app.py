@@ -1,9 +1,9 @@
 """The FastAPI application: ``create_app(model, settings)``; mount it in any ASGI server.
 
 Routes: ``POST /v1/segment`` (an encoded image in; JSON, a label PNG, a mask or an overlay
-out), the KServe v2 / Triton HTTP protocol under ``/v2`` (health, metadata, ``infer`` with
+out), ``POST /v1/segment-video`` (a short video in, the overlay as H.264 MP4 out), the KServe v2 / Triton HTTP protocol under ``/v2`` (health, metadata, ``infer`` with
 JSON or binary tensors), ``GET /metrics`` (Prometheus) and ``GET /`` (a page to try the model).
-The server never fetches a URL or opens a path named in a request: images arrive in the body.
+The server never fetches a URL or opens a path named in a request: images and videos arrive in the body.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class ServeSettings:
     max_pixels: int = 40_000_000  # larger images or tensors: 400
     api_key: str | None = None  # bearer token required on everything but the health routes
     max_size: int = DEFAULT_LONG_SIDE  # /v1/segment infers with this long side unless the request says (0: full)
+    max_video_frames: int = 250  # /v1/segment-video: longer videos get 413
 
 
 class Service:
@@ -141,7 +142,7 @@ def create_app(model: str | Path | Segmenter, settings: ServeSettings = ServeSet
 
     @app.exception_handler(InputError)
     async def bad_input(request: Request, exc: InputError):
-        return error(400, str(exc))
+        return error(getattr(exc, "status", 400), str(exc))  # 413 for a video over --max-video-frames
 
     # A fault of the model or the device (a node that fails, a CUDA error; DeviceError is a ModelError) during a
     # request: 500, logged. Never 400, the request was fine; not 503 either, which here means "busy, retry shortly"

@@ -1,11 +1,19 @@
 """``POST /v1/segment``: an encoded image in the body (raw ``image/*`` or the multipart field
 ``image``); out comes JSON (classes, shares, size, timings, model identity), the paletted label
-PNG that `segtool run` writes, the colour mask PNG, or the overlay JPEG."""
+PNG that `segtool run` writes, the colour mask PNG, or the overlay JPEG.
+
+``POST /v1/segment-video``: a short video in the body (raw, or the multipart field ``video``),
+bounded by the body limit, the pixel limit per frame and ``--max-video-frames``; out comes the
+overlay as H.264 MP4 (``+faststart``), which browsers play. The upload is written to a private
+temporary folder for FFmpeg, opened only with container demuxers that never follow a name inside
+the file, and removed when the answer is made."""
 
 from __future__ import annotations
 
 import base64
+import tempfile
 import time
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -13,24 +21,37 @@ from fastapi.responses import JSONResponse, Response
 
 from segtool.runtime.errors import InputError
 from segtool.runtime.files.pictures import Painter
+from segtool.runtime.files.sources import VIDEO, Source
+from segtool.runtime.files.video import VideoOutput, refuse_unsafe_container
 from segtool.runtime.jobs import JobOptions, process
 
-from .schema import errors, segment_openapi, segment_responses
+from .schema import errors, segment_openapi, segment_responses, video_openapi, video_responses
 
 Output = Literal["json", "labels", "mask", "overlay"]
 MEDIA = {"labels": "image/png", "mask": "image/png", "overlay": "image/jpeg"}
 
 
-async def image_bytes(service, request: Request) -> bytes:
+async def upload_bytes(service, request: Request, name: str = "image") -> bytes:
+    """The raw body, or the multipart file field ``name``; read under the body limit either way."""
     body = await service.body(request)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         request._body = body  # parse what was read under the size limit  # noqa: SLF001
         form = await request.form()
-        field = form.get("image")
+        field = form.get(name)
         if field is None or isinstance(field, str):
-            raise InputError('multipart body without a file field named "image"')
+            raise InputError(f'multipart body without a file field named "{name}"')
         return await field.read()
     return body
+
+
+class FrameLimit(InputError):
+    """A video longer than ``--max-video-frames``."""
+
+    status = 413
+
+
+def header_text(text: str) -> str:
+    return text.encode("ascii", "replace").decode()
 
 
 def segment_router(service) -> APIRouter:
@@ -48,7 +69,7 @@ def segment_router(service) -> APIRouter:
         images: bool = False,
     ):
         received = time.perf_counter()
-        data = await image_bytes(service, request)
+        data = await upload_bytes(service, request, "image")
         kinds = {"json": ("mask", "overlay") if images else (), "labels": ("labels",), "mask": ("mask",),
                  "overlay": ("overlay",)}[output]  # fmt: skip
         painter = Painter(meta, alpha)
@@ -76,5 +97,43 @@ def segment_router(service) -> APIRouter:
         for kind, blob in encoded.items():
             body[kind] = f"data:{MEDIA[kind]};base64,{base64.b64encode(blob).decode()}"
         return JSONResponse(body)
+
+    @router.post("/v1/segment-video", openapi_extra=video_openapi(), responses={**video_responses(), **keyed})
+    async def segment_video(
+        request: Request,
+        max_size: Annotated[int | None, Query(ge=0, le=8192)] = None,  # None: --max-size; 0: full resolution
+        alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
+    ):
+        data = await upload_bytes(service, request, "video")
+        if not data:
+            raise InputError("request body: empty")
+        limit = service.settings.max_video_frames
+        long_side = service.settings.max_size if max_size is None else max_size
+
+        def work():
+            with tempfile.TemporaryDirectory(prefix="segtool-upload-") as folder:
+                path = Path(folder) / "upload"
+                path.write_bytes(data)
+                try:
+                    refuse_unsafe_container(str(path), "request body")
+                    options = JobOptions(video_kinds=("overlay",), video_max_size=long_side or None, alpha=alpha,
+                                         max_pixels=service.settings.max_pixels, max_frames=limit + 1,
+                                         video_output=VideoOutput(codec="h264"))  # fmt: skip
+                    done = process(seg, Source(VIDEO, str(path), "upload"), options, Path(folder), Painter(meta, alpha))
+                except InputError as exc:  # the temporary path is nobody's business
+                    raise InputError(str(exc).replace(str(path), "request body")) from None
+                if done.frames > limit:
+                    raise FrameLimit(f"request body: a video over {limit} frames (--max-video-frames)")
+                return done, Path(done.outputs["overlay"]).read_bytes()
+
+        done, video = await service.infer(work)
+        headers = {
+            "X-Segtool-Frames": str(done.frames), "X-Segtool-Model": header_text(meta.model),
+            "X-Segtool-Weights": header_text(meta.weights_label),
+            "X-Segtool-Random-Weights": "true" if meta.random_weights else "false",
+        }  # fmt: skip
+        if done.error:  # decoding stopped early: the frames before it are in the video
+            headers["X-Segtool-Stopped-Early"] = header_text(done.error.replace(done.input, "request body"))[:300]
+        return Response(video, media_type="video/mp4", headers=headers)
 
     return router

@@ -20,7 +20,7 @@ WHY = {
     400: "Malformed request: not an image, not a tensor this model takes, bad JSON, a limit passed",
     401: "Missing or wrong API key (Authorization: Bearer KEY)",
     404: "Unknown model or version",
-    413: "Request body over the --max-body-mb limit",
+    413: "Request body over the --max-body-mb limit, or a video over --max-video-frames",
     500: "A fault of the model or the device, not of the request",
     503: "Busy: the inference queue is full; retry after the Retry-After seconds",
 }
@@ -124,4 +124,20 @@ def segment_responses() -> dict[int | str, dict[str, Any]]:
     ok = {"description": "JSON summary (output=json), label or mask PNG, or overlay JPEG",
           "content": {"application/json": {"schema": summary}, "image/png": {"schema": BINARY},
                       "image/jpeg": {"schema": BINARY}}}  # fmt: skip
+    return {200: ok, **errors(400, 413, 500, 503)}
+
+
+def video_openapi() -> dict[str, Any]:
+    """``openapi_extra`` of ``POST /v1/segment-video``: the video, raw or as the multipart field ``video``."""
+    raw = {"schema": BINARY}
+    return {"requestBody": {"required": True, "content": {
+        "video/mp4": raw, "video/webm": raw, "application/octet-stream": raw,
+        "multipart/form-data": {"schema": {"type": "object", "required": ["video"], "properties": {"video": BINARY}}},
+    }}}  # fmt: skip
+
+
+def video_responses() -> dict[int | str, dict[str, Any]]:
+    ok = {"description": "The overlay video, H.264 in MP4 (+faststart)", "content": {"video/mp4": {"schema": BINARY}},
+          "headers": {"X-Segtool-Frames": {"schema": {"type": "integer"}, "description": "frames segmented"},
+                      "X-Segtool-Random-Weights": {"schema": {"type": "string", "enum": ["true", "false"]}}}}  # fmt: skip
     return {200: ok, **errors(400, 413, 500, 503)}

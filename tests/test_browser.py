@@ -1,7 +1,8 @@
 """The page of `segtool serve` in a real browser: Debian's Chromium driven by Playwright.
 
 Upload an image, then the overlay, the mask and the legend must appear, with the random-weights
-warning; a screenshot is saved (to $SEGTOOL_SCREENSHOTS if set, else the test's folder).
+warning; upload a short video, then its overlay must play. Screenshots are saved (to
+$SEGTOOL_SCREENSHOTS if set, else the test's folder).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import os
 from pathlib import Path
 
 import cv2
-from conftest import scene
+from conftest import scene, scene_video
 from PIL import Image
 from servers import Server
 
 CHROMIUM = os.environ.get("SEGTOOL_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]  # fmt: skip
+VIDEO_FLAGS = [*FLAGS, "--autoplay-policy=no-user-gesture-required"]
 
 
 def test_page_uploads_an_image_and_shows_overlay_and_legend(model_path, tmp_path):
@@ -48,3 +50,37 @@ def test_page_uploads_an_image_and_shows_overlay_and_legend(model_path, tmp_path
     assert warning, "random weights must be flagged on the page"
     assert "320×240" in status, status
     assert Image.open(shot).size[0] == 1280
+
+
+def test_page_uploads_a_short_video_and_plays_the_overlay(tiny, tmp_path):
+    """The page sends a video to /v1/segment-video and plays the H.264 overlay that comes back."""
+    from playwright.sync_api import sync_playwright
+
+    clip = scene_video(tmp_path / "clip.mp4", 30, width=160, height=120, fps=15.0)  # 2 s
+    server = Server(tiny, "--max-video-frames", "60")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=VIDEO_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(server.url + "/")
+            page.set_input_files("#file", str(clip))
+            video = "document.getElementById('video')"
+            page.wait_for_function(f"{video}.readyState >= 2 || !!{video}.error", timeout=120_000)
+            state = page.evaluate(f"""() => {{ const v = {video};
+                return {{ready: v.readyState, error: v.error && v.error.code, width: v.videoWidth,
+                         height: v.videoHeight, duration: v.duration, start: v.currentTime}}; }}""")
+            page.evaluate(f"{video}.play()")
+            page.wait_for_function(f"{video}.currentTime > {state['start']} + 0.3", timeout=30_000)
+            status = page.inner_text("#status")
+            warning = page.is_visible("#warning")
+            shot = Path(os.environ.get("SEGTOOL_SCREENSHOTS", tmp_path)) / "serve_page_video.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+    finally:
+        server.stop()
+    assert state["error"] is None and state["ready"] >= 2, state
+    assert (state["width"], state["height"]) == (160, 120), state
+    assert abs(state["duration"] - 2.0) < 0.2, state
+    assert status.startswith("30 frames"), status
+    assert warning, "random weights must be flagged on the page"

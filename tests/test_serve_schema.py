@@ -23,6 +23,7 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
@@ -31,6 +32,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
+from conftest import scene_video  # noqa: E402
 from servers import Server  # noqa: E402
 from tiny import tiny_model  # noqa: E402
 
@@ -51,6 +53,11 @@ FLAGS = ("--max-queue", "4", "--max-body-mb", "2", "--max-pixels", "100000")
 
 _folder = tempfile.TemporaryDirectory(prefix="segtool-schema-")  # removed when the process ends
 MODEL = tiny_model(Path(_folder.name) / "tiny.onnx")
+# Schemathesis has no generator for video bodies: a real 3-frame clip, or any bytes (short, so the
+# generated requests stay under the body limit)
+CLIP = scene_video(Path(_folder.name) / "clip.mp4", 3, width=32, height=24).read_bytes()
+for _video in ("video/mp4", "video/webm"):
+    schemathesis.openapi.media_type(_video, st.one_of(st.just(CLIP), st.binary(max_size=4096)))
 _app = create_app(Segmenter(MODEL, device="cpu", warn_random=False), ServeSettings())
 OPENAPI = _app.openapi()
 _app.state.service.worker.close()

@@ -287,6 +287,22 @@ class VideoSource:
         self.close()
 
 
+#: FFmpeg demuxers a video from an untrusted source (a server upload) may be opened with: containers
+#: that hold their own streams. Playlists and lists (HLS, DASH, concat, image sequences) would make
+#: FFmpeg open the files or URLs they name, so they are not among them.
+UPLOAD_FORMATS = "mov,matroska,avi,gif,mpegts,flv,ivf,ogg"
+
+
+def refuse_unsafe_container(path: str, name: str) -> None:
+    """``InputError`` unless ``path`` opens as one of ``UPLOAD_FORMATS``, reading nothing but that file.
+    FFmpeg's probe is deterministic, so a later plain open of the same file picks the same demuxer."""
+    try:
+        av.open(path, options={"format_whitelist": UPLOAD_FORMATS, "protocol_whitelist": "file"}).close()
+    except Exception as exc:  # FFmpeg's errors
+        raise InputError(f"{name}: not a video in a container the server takes (MP4/MOV, Matroska/WebM, AVI, "
+                         f"GIF, MPEG-TS, FLV, IVF, Ogg): {_first_line(exc).replace(path, name)}") from None  # fmt: skip
+
+
 def _nvidia_present() -> bool:
     return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
 
