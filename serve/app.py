@@ -1,9 +1,10 @@
 """The FastAPI application: ``create_app(model, settings)``; mount it in any ASGI server.
 
 Routes: ``POST /v1/segment`` (an encoded image in; JSON, a label PNG, a mask or an overlay
-out), ``POST /v1/segment-video`` (a short video in, the overlay as H.264 MP4 out), the KServe v2 / Triton HTTP protocol under ``/v2`` (health, metadata, ``infer`` with
-JSON or binary tensors), ``GET /metrics`` (Prometheus) and ``GET /`` (a page to try the model).
-The server never fetches a URL or opens a path named in a request: images and videos arrive in the body.
+out), ``POST /v1/segment-video`` (a short video in, the overlay as H.264 MP4 out), the KServe
+v2 / Triton HTTP protocol under ``/v2`` (health, metadata, ``infer`` with JSON or binary
+tensors), ``GET /metrics`` (Prometheus) and ``GET /`` (a page to try the model). The server
+never fetches a URL or opens a path named in a request: images and videos arrive in the body.
 """
 
 from __future__ import annotations

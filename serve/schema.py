@@ -137,7 +137,8 @@ def video_openapi() -> dict[str, Any]:
 
 
 def video_responses() -> dict[int | str, dict[str, Any]]:
+    headers = {"X-Segtool-Frames": {"schema": {"type": "integer"}, "description": "frames segmented"},
+               "X-Segtool-Random-Weights": {"schema": {"type": "string", "enum": ["true", "false"]}}}  # fmt: skip
     ok = {"description": "The overlay video, H.264 in MP4 (+faststart)", "content": {"video/mp4": {"schema": BINARY}},
-          "headers": {"X-Segtool-Frames": {"schema": {"type": "integer"}, "description": "frames segmented"},
-                      "X-Segtool-Random-Weights": {"schema": {"type": "string", "enum": ["true", "false"]}}}}  # fmt: skip
+          "headers": headers}  # fmt: skip
     return {200: ok, **errors(400, 413, 500, 503)}

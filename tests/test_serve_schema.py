@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
+from conftest import scene_video  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
@@ -32,7 +33,6 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
-from conftest import scene_video  # noqa: E402
 from servers import Server  # noqa: E402
 from tiny import tiny_model  # noqa: E402
 
