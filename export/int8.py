@@ -107,13 +107,43 @@ def cpu_flags() -> list[str]:
     return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in words]
 
 
+def float_inputs(model: onnx.ModelProto, names: set[str]) -> None:
+    """Feed the nodes ``names`` their inputs unquantized: a DequantizeLinear(QuantizeLinear(t)) in
+    front of one is bypassed, and pairs that nothing reads any more are removed. (Excluding a node
+    from quantization still leaves the pair its quantized producer puts on its output.)"""
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    for node in graph.node:
+        if node.name not in names:
+            continue
+        for k, tensor in enumerate(node.input):
+            dq = producer.get(tensor)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
+    while True:
+        read = {tensor for node in graph.node for tensor in node.input} | {o.name for o in graph.output}
+        unused = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                  and not any(out in read for out in n.output)]  # fmt: skip
+        if not unused:
+            return
+        for node in unused:
+            graph.node.remove(node)
+
+
+def vnni() -> bool:
+    """Whether this CPU has VNNI (8-bit dot products without the 16-bit overflow of AVX2's)."""
+    return any(flag in cpu_flags() for flag in ("avx512_vnni", "avx_vnni", "amx_tile"))
+
+
 class Quantizer:
     """One fp32 model, pre-processed once, calibrated once; quantized with any exclusion list."""
 
-    def __init__(self, fp32_model: bytes, calibration: list[np.ndarray], method: str, workdir: Path):
+    def __init__(self, fp32_model: bytes, calibration: list[np.ndarray], method: str, workdir: Path,
+                 nncf_like: bool = True):  # fmt: skip
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        self.workdir, self.calibration, self.method = workdir, calibration, method
+        self.workdir, self.calibration, self.method, self.nncf_like = workdir, calibration, method, nncf_like
         (workdir / "fp32.onnx").write_bytes(fp32_model)
         quant_pre_process(str(workdir / "fp32.onnx"), str(workdir / "pre.onnx"), skip_symbolic_shape=True)
         model = onnx.load(str(workdir / "pre.onnx"))
@@ -126,6 +156,21 @@ class Quantizer:
         for node in model.graph.node:
             for tensor in [*node.output, *node.input]:
                 self.touching.setdefault(tensor, []).append(node.name)
+        self.head = self.head_nodes(model)
+
+    def head_nodes(self, model: onnx.ModelProto) -> list[str]:
+        """The nodes between the last convolutions and the graph's outputs (the final Resize, an Add
+        of two classifiers, an ArgMax): left in float, the logits get no quantize/dequantize pair,
+        as NNCF leaves them."""
+        names, todo, seen = [], [o.name for o in model.graph.output], set()
+        while todo:
+            node = self.producer.get(todo.pop())
+            if node is None or node.name in seen or node.op_type == "Conv":
+                continue
+            seen.add(node.name)
+            names.append(node.name)
+            todo += [tensor for tensor in node.input if tensor in self.producer]
+        return names
 
     def within_cap(self, ranking: list[tuple[str, float]], cap: int) -> list[tuple[str, float]]:
         """The longest head of ``ranking`` that keeps at most ``cap`` convolutions unquantized."""
@@ -170,12 +215,22 @@ class Quantizer:
                 return next(self.feeds, None)
 
         out = self.workdir / "int8.onnx"
+        nncf_like = self.nncf_like
+        moving = nncf_like and self.method == "minmax"
+        ranges = self.workdir / ("ranges_avg.json" if moving else "ranges.json")
         quantize_static(str(self.workdir / "pre.onnx"), str(out), Reader(self.calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+                        weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(dict.fromkeys([*exclude, *(self.head if nncf_like else [])])),
+                        reduce_range=nncf_like and not vnni(),
+                        extra_options={"CalibMovingAverage": True} if moving else {},
                         calibrate_method=getattr(CalibrationMethod, METHODS[self.method]),
-                        calibration_cache_path=str(self.workdir / "ranges.json"))  # fmt: skip
-        return out.read_bytes()
+                        calibration_cache_path=str(ranges))  # fmt: skip
+        if not nncf_like:
+            return out.read_bytes()
+        model = onnx.load(str(out))
+        float_inputs(model, set(self.head))
+        return model.SerializeToString()
 
     def sensitivity(self, qdq_model: bytes, batch: np.ndarray) -> list[tuple[str, float]]:
         """Quantized activation tensors with their SQNR in dB, most sensitive (lowest) first."""
@@ -240,10 +295,11 @@ Progress = Callable[[str], None]
 
 def ort_search(fp32_model: bytes, calibration: list[np.ndarray], validation: list[np.ndarray],
                reference: list[np.ndarray], target: float, method: str,
-               progress: Progress) -> tuple[bytes, dict]:  # fmt: skip
-    """ONNX Runtime's int8, with the most sensitive tensors kept in fp32 up to the cap while below ``target``."""
+               progress: Progress, nncf_like: bool = True) -> tuple[bytes, dict]:  # fmt: skip
+    """ONNX Runtime's int8, with the most sensitive tensors kept in fp32 up to the cap while below ``target``.
+    ``nncf_like``: NNCF's choices (mean of per-image ranges, head in float, 7-bit weights without VNNI)."""
     with tempfile.TemporaryDirectory(prefix="segtool-int8-") as tmp:
-        quantizer = Quantizer(fp32_model, calibration, method, Path(tmp))
+        quantizer = Quantizer(fp32_model, calibration, method, Path(tmp), nncf_like)
         progress(f"int8: calibrating ({method}) on {len(calibration)} images, validating on {len(validation)}")
         model = first = quantizer.quantize([])
         reached = before = agreement(model, validation, reference)

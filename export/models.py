@@ -49,22 +49,30 @@ class ModelCard:
     miou: float
     pixel_acc: float
     checkpoint: str
+    int8_speedup: float  # fp32/int8 inference at 520x520, measured (docs/BENCHMARKS.md, "Choose a model")
 
     def row(self, name: str) -> dict:
         sha = self.checkpoint.rsplit("-", 1)[-1].split(".")[0]
         return {"model": name, "params_m": self.params_m, "gflop": self.gflop, "input": "520x520",
                 "fp32_mb": round(self.params_m * 4, 1), "int8_mb": round(self.params_m, 1), "miou": self.miou,
                 "pixel_acc": self.pixel_acc, "dataset": PUBLISHED, "checkpoint": self.checkpoint,
-                "sha256_prefix": sha}  # fmt: skip
+                "sha256_prefix": sha, "int8_speedup_measured": self.int8_speedup,
+                "int8_pays": self.int8_speedup >= INT8_PAYS}  # fmt: skip
 
 
+#: int8 is worth offering where it is at least this much faster than fp32 (below: the export's speed
+#: gate may refuse it on a machine like the one measured)
+INT8_PAYS = 1.5
+#: the int8 speed-ups: one run of benchmarks/zoo.sh on a 2-core AVX-512 VNNI CPU (2026-11-29); they
+#: depend on the CPU (VNNI, AMX) and are smaller without VNNI
 CARDS = {
-    "fcn_resnet50": ModelCard(32.96, 285.5, 60.5, 91.4, "fcn_resnet50_coco-1167a1af.pth"),
-    "fcn_resnet101": ModelCard(51.95, 445.5, 63.7, 91.9, "fcn_resnet101_coco-7ecb50ca.pth"),
-    "deeplabv3_resnet50": ModelCard(39.64, 337.5, 66.4, 92.4, "deeplabv3_resnet50_coco-cd0a2569.pth"),
-    "deeplabv3_resnet101": ModelCard(58.63, 497.5, 67.4, 92.4, "deeplabv3_resnet101_coco-586e9e4e.pth"),
-    "deeplabv3_mobilenet_v3_large": ModelCard(11.03, 20.9, 60.3, 91.2, "deeplabv3_mobilenet_v3_large-fc3c493d.pth"),
-    "lraspp_mobilenet_v3_large": ModelCard(3.22, 4.2, 57.9, 91.2, "lraspp_mobilenet_v3_large-d234d4ea.pth"),
+    "fcn_resnet50": ModelCard(32.96, 285.5, 60.5, 91.4, "fcn_resnet50_coco-1167a1af.pth", 3.90),
+    "fcn_resnet101": ModelCard(51.95, 445.5, 63.7, 91.9, "fcn_resnet101_coco-7ecb50ca.pth", 3.81),
+    "deeplabv3_resnet50": ModelCard(39.64, 337.5, 66.4, 92.4, "deeplabv3_resnet50_coco-cd0a2569.pth", 3.03),
+    "deeplabv3_resnet101": ModelCard(58.63, 497.5, 67.4, 92.4, "deeplabv3_resnet101_coco-586e9e4e.pth", 3.23),
+    "deeplabv3_mobilenet_v3_large": ModelCard(11.03, 20.9, 60.3, 91.2, "deeplabv3_mobilenet_v3_large-fc3c493d.pth",
+                                              1.19),
+    "lraspp_mobilenet_v3_large": ModelCard(3.22, 4.2, 57.9, 91.2, "lraspp_mobilenet_v3_large-d234d4ea.pth", 0.98),
 }  # fmt: skip
 
 

@@ -62,7 +62,11 @@ def nncf_search(fp32_model: bytes, calibration: list[np.ndarray], validation: li
     validation_items = list(zip(validation, reference, strict=True))
     validation_set = nncf.Dataset(validation_items, lambda item: feed(item[0]))
     validate = label_agreement_fn()
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedAccuracyRestorerParameters,
+        AdvancedQuantizationParameters,
+        QuantizationParameters,
+    )
 
     # Per-tensor activations: ONNX Runtime's QLinearConv takes one zero point per input, and NNCF's
     # per-channel activation scales (its default at some nodes) fail there at run time.
@@ -72,19 +76,24 @@ def nncf_search(fp32_model: bytes, calibration: list[np.ndarray], validation: li
     reached = before = validate(plain, validation_items)[0]
     history: list[dict] = [{"step": "quantize", "agreement": before}]
     best = plain
+    cap = max(1, unquantized_convolutions(model)[1] // 4)  # the ORT path's budget: a quarter of the convolutions
+    restorer = AdvancedAccuracyRestorerParameters(max_num_iterations=cap)
     if reached < target:
-        progress(f"int8: agreement {reached:.2%} < {target:.2%}: nncf.quantize_with_accuracy_control")
+        progress(f"int8: agreement {reached:.2%} < {target:.2%}: nncf.quantize_with_accuracy_control "
+                 f"(at most {cap} reverting steps)")  # fmt: skip
         controlled = nncf.quantize_with_accuracy_control(
             model, calibration_set, validation_set, validate, max_drop=1.0 - target,
             drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
-            advanced_quantization_parameters=advanced)  # fmt: skip
+            advanced_quantization_parameters=advanced,
+            advanced_accuracy_restorer_parameters=restorer)  # fmt: skip
         tried = validate(controlled, validation_items)[0]
         history.append({"step": "quantize_with_accuracy_control", "agreement": tried})
         if tried > reached:
             best, reached = controlled, tried
     fp32_convolutions, convolutions = unquantized_convolutions(best)
     outcome = {"agreement_before": before, "agreement": reached, "excluded_nodes": [], "fp32_tensors": [],
-               "fp32_convolutions": fp32_convolutions, "convolutions": convolutions, "cap": None,
+               "fp32_convolutions": fp32_convolutions, "convolutions": convolutions, "cap": cap,
                "history": history, "method": "nncf", "nncf_version": nncf.__version__,
-               "how": "even after NNCF's accuracy control reverted its most harmful quantizers to fp32"}  # fmt: skip
+               "how": f"even after NNCF's accuracy control reverted its most harmful quantizers to fp32 "
+                      f"({cap} steps at most)"}  # fmt: skip
     return best.SerializeToString(), outcome

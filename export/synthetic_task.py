@@ -108,25 +108,32 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
 
 
 def train(steps: int = STEPS, batch: int = BATCH, seed: int = TRAIN_SEED, lr: float = LR,
-          log: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Seeded, deterministic training from random init on one CPU thread; the eval-mode state dict.
+          log: Callable[[str], None] | None = None, model: str = MODEL,
+          threads: int = 1) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Seeded, deterministic training from random init on ``threads`` CPU threads (1: the same
+    result on any machine); the eval-mode state dict of ``model`` (any of segtool's zoo models; the
+    tests use ``MODEL``, the benchmarks fcn_resnet50 too).
 
     AdamW with a one-cycle schedule, shapes weighted over background in the loss, and the last
     BatchNorm of every residual block started at zero (each block starts as the identity: a deep
     network from scratch learns faster). Last, the BatchNorm statistics are measured afresh on the
     finished weights: torchvision's MobileNetV3 keeps them with momentum 0.01, which after a few
     hundred steps still remembers the first ones."""
-    import torchvision.models.segmentation as tv_seg
+    from torchvision.models.resnet import Bottleneck
 
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)  # one thread: the same result on any machine, and no spinning on a busy one
+    from .models import get_spec
+
+    previous, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)  # no spinning on a busy machine either
     torch.use_deterministic_algorithms(True)
     try:
         torch.manual_seed(seed)
-        net = tv_seg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=len(CLASSES))
-        for block in net.backbone.values():
-            if getattr(block, "use_res_connect", False):
+        net = get_spec(model).build(num_classes=len(CLASSES))
+        for block in net.modules():
+            if getattr(block, "use_res_connect", False):  # MobileNetV3's inverted residual blocks
                 torch.nn.init.zeros_(block.block[-1][1].weight)
+            elif isinstance(block, Bottleneck):  # ResNet's
+                torch.nn.init.zeros_(block.bn3.weight)
         optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
         weight = torch.tensor([1.0] + [2.0] * (len(CLASSES) - 1))  # shapes count twice: most pixels are background
@@ -149,7 +156,7 @@ def train(steps: int = STEPS, batch: int = BATCH, seed: int = TRAIN_SEED, lr: fl
             for _ in range(RECALIBRATION):
                 net(_batch(rng, batch)[0])
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(previous)
         torch.use_deterministic_algorithms(deterministic)
     net.eval()
     return {k: v.detach().clone() for k, v in net.state_dict().items()}

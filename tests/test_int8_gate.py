@@ -133,3 +133,67 @@ def test_one_outlier_channel_breaks_int8_and_keeping_its_tensor_in_fp32_recovers
     assert one["fp32_tensors"] == 1 and one["agreement"] > healthy["agreement_before"] - 0.05
     assert broken["fp32_tensors"][0]["sqnr_db"] < 10  # found by its SQNR, not by luck
     assert broken["agreement"] >= one["agreement"] and broken["excluded_nodes"]
+
+
+def small_head_graph() -> bytes:
+    """image -> Conv 3x3 -> Relu -> Conv 1x1 (4 class logits) -> Resize x2 -> logits."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    nodes = [
+        helper.make_node("Conv", ["image", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="classifier"),
+        helper.make_node("Resize", ["c2", "", "scales"], ["logits"], name="resize", mode="linear"),
+    ]
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4, 32, 32])
+    graph = helper.make_graph(nodes, "head", [image], [logits], [w1, w2, scales])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def quantized(tmp_path, nncf_like: bool, calibration: list[np.ndarray]):
+    import onnx
+
+    from segtool.export.int8 import Quantizer
+
+    tmp_path.mkdir()
+    quantizer = Quantizer(small_head_graph(), calibration, "minmax", tmp_path, nncf_like)
+    return quantizer, onnx.load_from_string(quantizer.quantize([]))
+
+
+def test_the_ort_quantizer_takes_nncfs_choices(tmp_path, monkeypatch):
+    """Mean of per-image ranges (not the global min/max), no quantize/dequantize pair on the logits
+    or around the final Resize, and 7-bit weights on a CPU without VNNI; the old choices when asked."""
+    from onnx import numpy_helper
+
+    import segtool.export.int8 as int8
+
+    rng = np.random.default_rng(1)
+    calibration = [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) * (10.0 if k == 0 else 1.0) for k in range(6)]
+
+    def facts(model):
+        producer = {out: node for node in model.graph.node for out in node.output}
+        resize = next(node for node in model.graph.node if node.op_type == "Resize")
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        image_q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
+        weights = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"
+                   and inits.get(n.input[0]) is not None and inits[n.input[0]].dtype == np.int8]  # fmt: skip
+        return {"resize_in": producer[resize.input[0]].op_type, "out": producer["logits"].op_type,
+                "image_scale": float(inits[image_q.input[1]]),
+                "weight_max": max(int(np.abs(w).max()) for w in weights)}  # fmt: skip
+
+    monkeypatch.setattr(int8, "vnni", lambda: False)
+    quantizer, now = quantized(tmp_path / "now", True, calibration)
+    _, before = quantized(tmp_path / "before", False, calibration)
+    monkeypatch.setattr(int8, "vnni", lambda: True)
+    _, with_vnni = quantized(tmp_path / "vnni", True, calibration)
+    now, before, with_vnni = facts(now), facts(before), facts(with_vnni)
+    assert quantizer.head == ["resize"]
+    assert now["resize_in"] == "Conv" and now["out"] == "Resize"  # the logits stay float
+    assert before["resize_in"] == "DequantizeLinear" and before["out"] == "DequantizeLinear"
+    assert now["image_scale"] < 0.5 * before["image_scale"]  # one 10x image no longer sets the range alone
+    assert now["weight_max"] <= 64 and before["weight_max"] == 127 and with_vnni["weight_max"] == 127

@@ -4,6 +4,7 @@ and the variants of the mobile models (hardswish/hardsigmoid) on ONNX Runtime's 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,24 @@ def test_models_command_lists_all_six(tmp_path):
     assert fcn["checkpoint"] == "fcn_resnet50_coco-1167a1af.pth" and fcn["sha256_prefix"] == "1167a1af"
     text = run_in_process("models").stdout
     assert "deeplabv3_mobilenet_v3_large" in text and "57.9" in text
+    assert "0.98x (no gain)" in text and "3.90x" in text
+
+
+def test_the_int8_speedups_shown_are_the_measured_ones():
+    """`segtool models` says which models gain from int8: its figures are the 'Choose a model' table's
+    in docs/BENCHMARKS.md, and the MobileNet models are the ones that do not gain."""
+    from segtool.export.models import CARDS
+
+    doc = (Path(__file__).parent.parent / "docs" / "BENCHMARKS.md").read_text()
+    table = doc.split("### Choose a model", 1)[1].split("\n\n- ", 1)[0]
+    measured = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] in CARDS:
+            measured[cells[0]] = float(cells[3].rstrip("x"))
+    assert measured == {name: card.int8_speedup for name, card in CARDS.items()}
+    pays = {name for name, card in CARDS.items() if card.row(name)["int8_pays"]}
+    assert pays == {"fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"}
 
 
 def test_info_shows_no_published_metrics_for_random_weights(zoo):
