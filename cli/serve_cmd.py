@@ -46,7 +46,8 @@ def serve(
 
         from segtool.serve import ServeSettings, create_app
     except ImportError as exc:
-        raise UsageError(f"`segtool serve` needs {exc.name}: pip install 'segtool[serve]'") from None
+        raise UsageError(f"`segtool serve` needs FastAPI and uvicorn ({exc.name or exc}): "
+                         "pip install 'segtool[serve]'") from None  # fmt: skip
     seg = open_model(Segmenter, model, device=device)
     settings = ServeSettings(name, max_queue, max_body_mb, max_pixels, api_key, max_size, max_video_frames)
     app = create_app(seg, settings)

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segtool.runtime.errors import UsageError
+from segtool.runtime.errors import UsageError, WeightsError
 from segtool.runtime.files.images import ensure_writable_dir
 from segtool.runtime.model.metadata import IMAGENET_MEAN, IMAGENET_STD, MAX_CLASSES, PRECISIONS, Precision
+
+from .models import get_spec
 
 DEFAULT_MODEL = "fcn_resnet50"
 DEFAULT_SHAPES = ((1, 3, 333, 517), (2, 3, 256, 256), (1, 3, 520, 520))
@@ -105,6 +107,11 @@ class ExportConfig:
         ensure_writable_dir(output.parent)
         if self.calibration is not None and not Path(self.calibration).exists():
             raise UsageError(f"--calibration {self.calibration}: no such folder or video")
+        if ":" not in self.model:
+            get_spec(self.model)  # an unknown name: the one line listing the known ones
+        named = self.weights.lower() == "random" or re.fullmatch(r"[A-Z][A-Z0-9_]*", self.weights)  # DEFAULT, enums
+        if not named and not Path(self.weights).is_file():
+            raise WeightsError(f"weights file {self.weights} not found (use DEFAULT, random, or a checkpoint path)")
 
     def default_output(self, folder: Path = Path("models")) -> Path:
         """models/<model>[_random][_labels][_int8|_fp16].onnx: random weights never take a pretrained name

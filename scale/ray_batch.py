@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segtool.runtime.errors import SegtoolError, interrupt_name
+from segtool.runtime.errors import SegtoolError, UsageError, interrupt_name
 from segtool.runtime.files.images import atomic_write_bytes
 from segtool.runtime.files.pictures import Painter
 from segtool.runtime.files.sources import BAD, IMAGE, Source
@@ -38,7 +38,10 @@ def connect(address: str) -> None:
     """``local``: a Ray instance in this process on this machine's cores; ``auto``: the cluster
     started with `ray start`; ``ray://host:port``: a remote cluster through Ray Client."""
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the driver's C++ core worker: no notices
-    import ray
+    try:
+        import ray
+    except ImportError as exc:  # installed but broken (a missing dependency of its own)
+        raise UsageError(f"--ray: Ray cannot be imported ({exc}): pip install 'segtool[ray]'") from None
 
     # Ray's own log lines and warnings stay out of segtool's output (the driver shows its own bar).
     warnings.filterwarnings("ignore", category=UserWarning, module=r"ray(\.|$)")
