@@ -119,6 +119,7 @@ def train(steps: int = STEPS, batch: int = BATCH, seed: int = TRAIN_SEED, lr: fl
     network from scratch learns faster). Last, the BatchNorm statistics are measured afresh on the
     finished weights: torchvision's MobileNetV3 keeps them with momentum 0.01, which after a few
     hundred steps still remembers the first ones."""
+    from torchvision.models.mobilenetv3 import InvertedResidual
     from torchvision.models.resnet import Bottleneck
 
     from .models import get_spec
@@ -130,7 +131,7 @@ def train(steps: int = STEPS, batch: int = BATCH, seed: int = TRAIN_SEED, lr: fl
         torch.manual_seed(seed)
         net = get_spec(model).build(num_classes=len(CLASSES))
         for block in net.modules():
-            if getattr(block, "use_res_connect", False):  # MobileNetV3's inverted residual blocks
+            if isinstance(block, InvertedResidual) and block.use_res_connect:  # MobileNetV3's residual blocks
                 torch.nn.init.zeros_(block.block[-1][1].weight)
             elif isinstance(block, Bottleneck):  # ResNet's
                 torch.nn.init.zeros_(block.bn3.weight)
