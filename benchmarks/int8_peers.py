@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="long side of the frames")
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-nncf", action="store_true", help="segtool's rows only (NNCF's accuracy control is slow)")
     args = parser.parse_args()
 
     import nncf
@@ -64,7 +65,7 @@ def main() -> None:
     )
 
     from segtool.export import export_model
-    from segtool.export.int8 import agreement, cpu_flags, labels_of, median_latencies, ort_search, split
+    from segtool.export.int8 import labels_of, ort_search, split
     from segtool.export.nncf_quantizer import label_agreement_fn, unquantized_convolutions
     from segtool.export.variants import calibration_batches
 
@@ -109,13 +110,17 @@ def main() -> None:
     quiet = lambda _: None
     models: dict[str, tuple[bytes, float]] = {}
 
+    # "plain": every convolution quantized (target 0: no search), the quantizer's choices alone
     for name, nncf_like in (("segtool ort, before (global MinMax, logits quantized)", False),
                             ("segtool ort, now (NNCF's ranges, head in float, 7-bit without VNNI)", True)):  # fmt: skip
-        started = time.perf_counter()
-        model, _ = ort_search(fp32, calibration, validation, ref_validation, args.target, "minmax", quiet, nncf_like)
-        models[name] = (model, time.perf_counter() - started)
+        for plain, target in ((" plain", 0.0), (" + search", args.target)):
+            started = time.perf_counter()
+            model, _ = ort_search(fp32, calibration, validation, ref_validation, target, "minmax", quiet, nncf_like)
+            models[name + plain] = (model, time.perf_counter() - started)
 
     proto = onnx.load_from_string(fp32)
+    if args.no_nncf:
+        return print_table(args, label, fp32, models, calibration, validation, ref_validation, test, ref_test)
     feed = lambda batch: {"image": batch}
     calibration_set = nncf.Dataset(calibration, feed)
     items = list(zip(validation, ref_validation))
@@ -132,6 +137,16 @@ def main() -> None:
         advanced_quantization_parameters=advanced,
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=cap))  # fmt: skip
     models["NNCF accuracy control"] = (controlled.SerializeToString(), time.perf_counter() - started)
+
+    print_table(args, label, fp32, models, calibration, validation, ref_validation, test, ref_test)
+
+
+def print_table(args, label, fp32, models, calibration, validation, ref_validation, test, ref_test) -> None:
+    import nncf
+    import onnx
+
+    from segtool.export.int8 import agreement, cpu_flags, median_latencies
+    from segtool.export.nncf_quantizer import unquantized_convolutions
 
     shape = "x".join(map(str, validation[0].shape))
     print(f"\nheld-out agreement: argmax agreement with fp32 on {len(test)} frames no quantizer saw "

@@ -41,15 +41,18 @@ SMALL = ((1, 3, 24, 32),)
 
 
 def near_tie_labels_model(path: Path, row0: bool = False) -> bytes:
-    """A labels-output graph (1x1 conv -> ArgMax -> uint8) whose classes 0 and 1 differ by 2e-4 of
-    their logit: fp32 tells them apart by sign, fp16 weights and int8 activations cannot (a tie,
-    so class 0), and about half of the pixels change label in a variant.
+    """A labels-output graph (1x1 conv -> ArgMax -> uint8) whose classes 0 and 1 differ in two weights
+    by 2e-4 (0.75 and 0.7502): fp32 tells them apart by the sign of blue minus green, fp16 weights
+    and per-channel int8 weights cannot (both round to the same value: a tie, so class 0), and
+    about half of the pixels change label in a variant. (The logits themselves stay float in int8:
+    the quantizer leaves the ArgMax head unquantized.)
 
     ``row0``: class 2 also wins the whole first row (32x32 inputs only), the same in every variant,
     so an argmax over the label map's rows reads 100% agreement whatever the rest of the map does.
     """
-    w0 = np.array([1.0, -1.0, 0.5], np.float32)
-    weight = np.stack([w0, w0 * np.float32(1.0002), np.zeros(3, np.float32)]).reshape(3, 3, 1, 1)
+    w0 = np.array([1.0, -0.75, 0.75], np.float32)
+    w1 = np.array([1.0, -0.7502, 0.7502], np.float32)
+    weight = np.stack([w0, w1, np.zeros(3, np.float32)]).reshape(3, 3, 1, 1)
     bias = np.array([0.0, 0.0, -100.0], np.float32)  # class 2 never wins, but in row 0 with ``row0``
     position = np.zeros((1, 3, 32, 32), np.float32)
     position[0, 2, 0, :] = 200.0
