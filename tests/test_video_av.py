@@ -280,7 +280,8 @@ def test_preview_serves_the_live_overlay_as_mjpeg(tmp_path, tiny):
             process.communicate()
     assert process.returncode in (130, 0), stdout + stderr  # stopped by Ctrl-C, or done before it
     assert f"preview: http://127.0.0.1:{port}/" in stderr and "Traceback" not in stderr
-    assert 0 < len(probe(out / "live_overlay.mp4")["frames"]) < 3000
+    frames = len(probe(out / "live_overlay.mp4")["frames"])  # playable either way
+    assert (0 < frames < 3000) if process.returncode == 130 else frames == 3000, (process.returncode, frames)
 
 
 def test_preview_keeps_only_the_latest_frame_and_never_blocks_the_publisher():
