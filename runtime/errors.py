@@ -28,6 +28,10 @@ class OutputError(SegtoolError):
     """An output cannot be written (folder not writable, disk full, name taken by a directory)."""
 
 
+class UnencodableSize(OutputError):
+    """The video encoder refuses the pictures' size (too wide or too tall for the codec)."""
+
+
 class ModelError(SegtoolError):
     """The model file is missing, unreadable, or its segtool metadata is broken."""
 

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from segtool.runtime.errors import InputError
+from segtool.runtime.errors import InputError, OutputError, UnencodableSize
 from segtool.runtime.files.pictures import Painter
 from segtool.runtime.files.sources import VIDEO, Source
 from segtool.runtime.files.video import VideoOutput, refuse_unsafe_container
@@ -79,7 +79,10 @@ def segment_router(service) -> APIRouter:
             long_side = service.settings.max_size if max_size is None else max_size
             options = JobOptions(max_size=long_side or None, alpha=alpha, max_pixels=service.settings.max_pixels)
             done = process(seg, data, options, painter=painter, kinds=kinds)  # decoded as `segtool run` does
-            encoded = {kind: painter.encode(kind, picture) for kind, picture in done.pictures.items()}
+            try:
+                encoded = {kind: painter.encode(kind, picture) for kind, picture in done.pictures.items()}
+            except OutputError as exc:  # in memory, so only the picture's size can be at fault (JPEG: 65535 px)
+                raise InputError(f"request body: {exc}; ask for output=labels or mask (PNG)") from None
             return done, encoded, (time.perf_counter() - started) * 1000
 
         done, encoded, work_ms = await service.infer(work)
@@ -122,6 +125,9 @@ def segment_router(service) -> APIRouter:
                     done = process(seg, Source(VIDEO, str(path), "upload"), options, Path(folder), Painter(meta, alpha))
                 except InputError as exc:  # the temporary path is nobody's business
                     raise InputError(str(exc).replace(str(path), "request body")) from None
+                except UnencodableSize as exc:  # the request's frame size, not the server, is at fault
+                    overlay = str(Path(folder) / "upload_overlay.mp4")
+                    raise InputError(str(exc).replace(overlay, "the overlay")) from None
                 if done.frames > limit:
                     raise FrameLimit(f"request body: a video over {limit} frames (--max-video-frames)")
                 return done, Path(done.outputs["overlay"]).read_bytes()

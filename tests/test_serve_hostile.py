@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -404,3 +405,16 @@ def test_bytes_that_are_not_http_get_uvicorns_400_and_the_server_lives_on(server
     assert status.startswith(b"HTTP/1.1 4"), answer[:200]
     with server.client() as client:
         assert client.get("/v2/health/live").status_code == 200
+
+
+def test_an_overlay_jpeg_cannot_hold_is_400_not_500(server):
+    """66000x600 is under the pixel limit, but a JPEG side stops at 65535: the overlay cannot be
+    encoded, which the request's size decides (was a 500, and the connection was dropped after it)."""
+    picture = np.zeros((600, 66000, 3), np.uint8)
+    picture[:, ::7] = 200
+    body = cv2.imencode(".png", picture)[1].tobytes()
+    with server.client() as client:
+        overlay = client.post("/v1/segment?output=overlay", content=body)
+        mask = client.post("/v1/segment?output=mask", content=body)  # the same connection goes on
+    assert_4xx_json(overlay, 400, "ask for output=labels or mask (PNG)")
+    assert mask.status_code == 200 and mask.headers["content-type"] == "image/png"

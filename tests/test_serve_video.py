@@ -91,3 +91,30 @@ def test_what_is_not_a_plain_video_is_400(server, body, needle):
         assert client.get("/v2/health/live").status_code == 200
     assert_4xx_json(response, 400, needle)
     assert "segtool-upload-" not in response.text  # the server's temporary path is not told
+
+
+def lossless_clip(width: int, height: int, frames: int) -> bytes:
+    """A Matroska/FFV1 clip of any size (OpenCV's writer refuses very wide ones)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="matroska") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "bgr0"
+        for k in range(frames):
+            picture = np.full((height, width, 3), 40 * k, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def test_frames_the_encoder_cannot_take_are_400_not_500(tiny):
+    """17000x16 is under the default pixel limit, but libx264 refuses it: the request's fault (was a 500)."""
+    running = Server(tiny)
+    try:
+        with running.client() as client:
+            response = client.post(ROUTE, content=lossless_clip(17000, 16, 2))
+    finally:
+        running.stop()
+    assert_4xx_json(response, 400, "encoder cannot take 17000x16 pictures")
+    assert "segtool-upload-" not in response.text

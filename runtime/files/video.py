@@ -29,7 +29,7 @@ import numpy as np
 from av.video.codeccontext import VideoCodecContext
 from av.video.stream import VideoStream
 
-from segtool.runtime.errors import InputError, OutputError, UsageError
+from segtool.runtime.errors import InputError, OutputError, UnencodableSize, UsageError
 from segtool.runtime.files.images import DEFAULT_MAX_PIXELS, header_size, regular_file_problem, temp_name, write_problem
 
 log = logging.getLogger(__name__)
@@ -482,8 +482,8 @@ class _Encoder:
                     left_out = _first_line(exc)
                     continue
                 reason = getattr(exc, "strerror", None) or _first_line(exc)
-                raise OutputError(f"cannot write {target}: the {encoder} encoder cannot take {self.size[0]}x"
-                                  f"{self.size[1]} pictures ({reason})") from None  # fmt: skip
+                raise UnencodableSize(f"cannot write {target}: the {encoder} encoder cannot take {self.size[0]}x"
+                                      f"{self.size[1]} pictures ({reason})") from None  # fmt: skip
             if left_out and audio:
                 log.warning("%s: the input's audio (%s) is left out (%s)", target.name, audio.codec, left_out)
             return
