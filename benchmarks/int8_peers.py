@@ -2,8 +2,11 @@
 
     python benchmarks/int8_peers.py --model lraspp_mobilenet_v3_large --video ../shared/data/walk.mp4
     python benchmarks/int8_peers.py --trained 300     # the synthetic-shapes lraspp, trained for 300 steps
-    python benchmarks/int8_peers.py --model fcn_resnet50 --trained 150   # fcn_resnet50 taught the same task
     python benchmarks/int8_peers.py --checkpoint shapes.pth              # a checkpoint trained before
+    # fcn_resnet50 taught the same task (docs/BENCHMARKS.md: 200 steps, batch 8, lr 0.002, 275 s):
+    python -c "import torch; from segtool.export import synthetic_task as t; torch.save(t.train(steps=200, \
+        model='fcn_resnet50', batch=8, lr=0.002, threads=2), 'fcn_shapes.pth')"
+    python benchmarks/int8_peers.py --model fcn_resnet50 --checkpoint fcn_shapes.pth --count 15 --test 12
 
 The first ``--count`` frames are split as the export splits them (two in three calibrate, one in
 three validates: segtool's search and NNCF's accuracy control both select on those); the next
