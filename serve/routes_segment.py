@@ -51,7 +51,9 @@ class FrameLimit(InputError):
 
 
 def header_text(text: str) -> str:
-    return text.encode("ascii", "replace").decode()
+    """A header value from any text (a model name from a file's metadata, FFmpeg's words): ASCII on
+    one line, since a newline or control byte in a header fails the whole response."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split()).encode("ascii", "replace").decode()
 
 
 def segment_router(service) -> APIRouter:

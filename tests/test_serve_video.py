@@ -118,3 +118,10 @@ def test_frames_the_encoder_cannot_take_are_400_not_500(tiny):
         running.stop()
     assert_4xx_json(response, 400, "encoder cannot take 17000x16 pictures")
     assert "segtool-upload-" not in response.text
+
+
+def test_header_values_are_one_ascii_line_whatever_the_text():
+    """A newline in a model name (metadata is the file's) or in FFmpeg's words would fail the response."""
+    from segtool.serve.routes_segment import header_text
+
+    assert header_text("fcn\r\nX-Evil: 1\tvé") == "fcn X-Evil: 1 v?"

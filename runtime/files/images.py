@@ -174,28 +174,29 @@ def libpng_lines() -> Iterator[list[str]]:
     else was written meanwhile (another thread's log line, a progress bar) is passed on unchanged.
     Without a descriptor 2 or a temporary file, nothing is caught."""
     lines: list[str] = []
-    with _STDERR:
+    with _STDERR, contextlib.ExitStack() as stack:
         try:
-            sink = tempfile.TemporaryFile()
             sys.stderr.flush()
+            sink = stack.enter_context(tempfile.TemporaryFile())  # closed last, after the swap back
             saved = os.dup(2)
         except (OSError, ValueError, AttributeError):
             yield lines
             return
-        with sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield lines
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                sink.seek(0)
-                text = sink.read()
-                other = [line for line in text.splitlines(keepends=True) if not line.startswith(b"libpng ")]
-                lines += [line.decode("utf-8", "replace").strip() for line in text.splitlines()
-                          if line.startswith(b"libpng ")]  # fmt: skip
-                if other:
-                    os.write(2, b"".join(other))
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            other = []
+            for line in sink.read().splitlines(keepends=True):
+                if line.startswith(b"libpng "):
+                    lines.append(line.decode("utf-8", "replace").strip())
+                else:
+                    other.append(line)
+            if other:
+                os.write(2, b"".join(other))
 
 
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
