@@ -1,48 +1,60 @@
 """Reading images and writing outputs safely.
 
-Reads go through ``cv2.imdecode`` on the file's bytes so that every failure (missing, empty,
-truncated, not an image, not a regular file) becomes one ``InputError`` naming the file; a
-FIFO or device is refused before it is opened, so nothing can hang on it. Writes are atomic:
-bytes go to a hidden temporary file in the same folder, are flushed to disk, then renamed
-over the target, so a crash or Ctrl-C never leaves a half-written output under its real name.
+Reads go through the file's bytes, so every failure (missing, empty, truncated, not an image, not a
+regular file) becomes one ``InputError`` naming the file; a FIFO or device is refused before it is
+opened, so nothing can hang on it. The size comes from the header, which Pillow reads without the
+pixels, and is held against the pixel limit before anything is decoded. PNGs are decoded by Pillow,
+which raises what is wrong with one; OpenCV's libpng would print it on stderr itself. Other formats
+are decoded by OpenCV.
+
+Writes are atomic: bytes go to a hidden temporary file, created exclusively in the same folder, are
+flushed to disk, then renamed over the target, so a crash or Ctrl-C never leaves a half-written
+output under its real name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import io
-import itertools
-import logging
 import os
+import secrets
 import stat
-import struct
-import sys
-import tempfile
 import threading
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, PngImagePlugin
 
-from segtool.runtime.errors import InputError, OutputError
-
-log = logging.getLogger(__name__)
+from segtool.runtime.errors import InputError, OutOfMemory, OutputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"})
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def jpeg_is_truncated(data: bytes) -> bool:
     """libjpeg pads a cut-off JPEG with grey and only warns; catch it by its missing end marker.
 
-    The end-of-image marker (FFD9) must come after the last start-of-scan (FFDA); neither byte
-    pair can occur inside entropy-coded data, and an embedded thumbnail ends before the main scan.
+    The segments before the first start-of-scan (FFDA) are stepped over by their lengths, so an EXIF
+    thumbnail (a whole JPEG inside APP1) is passed by; somewhere after that scan an end-of-image
+    marker (FFD9) must come, a byte pair entropy-coded data never holds. What follows the marker (the
+    video of a Motion Photo, the second picture of an MPO, a vendor's trailer) is not looked at.
     """
-    return data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+    if data[:2] != b"\xff\xd8":
+        return False
+    at = 2
+    while data[at : at + 1] == b"\xff":
+        marker = data[at + 1 : at + 2]
+        if marker == b"\xda":
+            return data.find(b"\xff\xd9", at) < 0
+        if marker == b"\xff":  # a fill byte before the marker
+            at += 1
+        else:
+            at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return at >= len(data)  # cut before the scan; any other byte here is the decoder's to refuse
 
 
 def regular_file_problem(path: Path) -> str:
@@ -89,159 +101,136 @@ def read_bytes(path: str | os.PathLike) -> bytes:
 #: default for --max-pixels: 100 MP decodes to 300 MB of BGR, fine on a typical machine
 DEFAULT_MAX_PIXELS = 100_000_000
 
-
 _PILLOW_LIMIT = threading.Lock()
 
 
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) read from the image header without decoding the pixels: Pillow's parse, and
-    segtool's own for PNG/GIF/BMP/JPEG/WebP when Pillow refuses the header; the larger of the two
-    when both answer. None when neither can tell (the decoder would be trusted blindly then)."""
-    sizes = [s for s in (_pillow_size(data), _raw_size(data)) if s]
-    return max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
+def _open(source: bytes | BinaryIO) -> Image.Image:
+    """Pillow's reading of the header of ``source`` (bytes, or a file open for reading, of which only
+    the header is read); the pixels are decoded when ``load`` asks.
+
+    A PNG goes to Pillow's PNG reader itself, so that a damaged one says what is wrong. Other
+    formats go through ``Image.open``, Pillow's own pixel limit off for the call: segtool holds the
+    size against its own limit (--max-pixels) and names the size when it refuses.
+    """
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    png = stream.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    stream.seek(0)
+    if png:
+        return PngImagePlugin.PngImageFile(stream)
+    with _PILLOW_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(stream)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
-def _pillow_size(data: bytes) -> tuple[int, int] | None:
+def header_size(source: bytes | BinaryIO) -> tuple[int, int] | None:
+    """(width, height) from the header of an image (bytes, or a file open for reading), the pixels
+    not decoded; None where Pillow cannot read the header (not an image, damaged, cut short, or a
+    format Pillow does not know)."""
     try:
-        with warnings.catch_warnings(), _PILLOW_LIMIT:  # segtool applies its own pixel limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                with Image.open(io.BytesIO(data)) as picture:
-                    return picture.size
-            finally:
-                Image.MAX_IMAGE_PIXELS = limit
-    except Exception:  # noqa: BLE001 - any parse failure: the hand-read header or a refusal decides
+        return _open(source).size
+    except Exception:  # noqa: BLE001 - each of Pillow's readers fails in its own way
         return None
 
 
-def _raw_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the first bytes of a PNG, GIF, BMP, JPEG or WebP header, read by hand:
-    for files whose header Pillow refuses (a damaged text chunk, say) but a decoder may still take."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-        return struct.unpack("<HH", data[6:10])
-    if data[:2] == b"BM" and len(data) >= 26:
-        width, height = struct.unpack("<ii", data[18:26])
-        return abs(width), abs(height)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return _webp_size(data)
-    if data[:3] == b"\xff\xd8\xff":
-        return _jpeg_size(data)
-    return None
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """The frame size in the first SOFn segment of a JPEG."""
-    at = 2
-    while at + 9 <= len(data):
-        if data[at] != 0xFF:
-            return None
-        marker = data[at + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            at += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
-            return width, height
-        at += 2 + length
-    return None
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if chunk == b"VP8 " and len(data) >= 30:
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L" and len(data) >= 25:
-        bits = int.from_bytes(data[21:25], "little")
-        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    return None
-
-
-_STDERR = threading.Lock()
-
-
-@contextlib.contextmanager
-def libpng_lines() -> Iterator[list[str]]:
-    """libpng (inside OpenCV) prints its warnings and errors on file descriptor 2 itself, where no
-    log level reaches them. For the block, descriptor 2 goes to a temporary file; afterwards the
-    list holds libpng's lines (for the caller to fold into its one line per input) and whatever
-    else was written meanwhile (another thread's log line, a progress bar) is passed on unchanged.
-    Without a descriptor 2 or a temporary file, nothing is caught."""
-    lines: list[str] = []
-    with _STDERR, contextlib.ExitStack() as stack:
-        try:
-            sys.stderr.flush()
-            sink = stack.enter_context(tempfile.TemporaryFile())  # closed last, after the swap back
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):
-            yield lines
-            return
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            other = []
-            for line in sink.read().splitlines(keepends=True):
-                if line.startswith(b"libpng "):
-                    lines.append(line.decode("utf-8", "replace").strip())
-                else:
-                    other.append(line)
-            if other:
-                os.write(2, b"".join(other))
+def _check_size(name: str, size: tuple[int, int], max_pixels: int | None) -> None:
+    width, height = size
+    if max_pixels and width * height > max_pixels:
+        megapixels = width * height / 1e6
+        limit = f"the {max_pixels / 1e6:g} MP limit (--max-pixels; 0 = no limit)"
+        raise InputError(f"{name}: {width}x{height} is {megapixels:.0f} MP, over {limit}")
 
 
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-def decode_image(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, reduce_to: int | None = None) -> np.ndarray:  # fmt: skip
-    """Encoded image bytes -> array (BGR uint8 by default), or one ``InputError`` naming ``name``.
+def decode_image(
+    data: bytes,
+    name: str,
+    flags: int = cv2.IMREAD_COLOR,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    reduce_to: int | None = None,
+) -> np.ndarray:
+    """Encoded image bytes -> the array ``cv2.imdecode`` gives for ``flags`` (BGR uint8 by default),
+    or one ``InputError`` naming ``name``.
 
     The size is read from the header first: an image above ``max_pixels`` (0 or None: no limit),
-    or whose size no header parser can establish, is refused before a byte of it is decoded. With
+    or whose size its header does not give, is refused before a byte of it is decoded. With
     ``reduce_to`` (the inference long side), a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg
     itself while its long side stays at least ``reduce_to``, so memory follows the inference size
     rather than the file's.
     """
     if not data:
         raise InputError(f"{name}: empty file")
+    if data.startswith(PNG_SIGNATURE):
+        return _decode_png(data, name, flags, max_pixels)
     if jpeg_is_truncated(data):
         raise InputError(f"{name}: truncated JPEG")
     size = header_size(data)
-    if max_pixels and size is None:
-        raise InputError(f"{name}: not an image, or corrupt, or a format whose size its header does not give "
-                         "(refused under the pixel limit; --max-pixels 0 decodes it anyway)")  # fmt: skip
-    if size and not (size[0] and size[1]):
-        raise InputError(f"{name}: its header declares {size[0]}x{size[1]}, an image without pixels")
-    if max_pixels and size and size[0] * size[1] > max_pixels:
-        raise InputError(f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} MP, over the "
-                         f"{max_pixels / 1e6:g} MP limit (--max-pixels; 0 = no limit)")  # fmt: skip
+    if size:
+        _check_size(name, size, max_pixels)
+    elif max_pixels:
+        why = "refused under the pixel limit; --max-pixels 0 decodes it anyway"
+        raise InputError(f"{name}: not an image, or corrupt, or a format whose size its header does not give ({why})")
     if reduce_to and size and flags == cv2.IMREAD_COLOR and data[:3] == b"\xff\xd8\xff":
         factor = next((f for f in (8, 4, 2) if max(size) / f >= reduce_to), 1)
         flags = _REDUCED.get(factor, flags)
-    png = data[:8] == b"\x89PNG\r\n\x1a\n"
-    failure: list[str] = []
-    quiet: contextlib.AbstractContextManager[list[str]] = libpng_lines() if png else contextlib.nullcontext([])
-    with quiet as noise:
-        try:
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-        except cv2.error as exc:
-            image, failure = None, [str(exc).strip().splitlines()[-1][:120]]
-    said = "; ".join(dict.fromkeys(line.split(": ", 1)[-1] for line in [*noise, *failure]))
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as exc:
+        raise InputError(f"{name}: not an image, or corrupt ({str(exc).strip().splitlines()[-1][:120]})") from None
     if image is None:
-        raise InputError(f"{name}: not an image, or corrupt" + (f" ({said})" if said else ""))
-    if said:
-        log.warning("%s: decoded, though libpng warned: %s", name, said)
+        raise InputError(f"{name}: not an image, or corrupt")
     return image
+
+
+def _decode_png(data: bytes, name: str, flags: int, max_pixels: int | None) -> np.ndarray:
+    """A PNG, decoded by Pillow: what is wrong with a damaged one comes as an exception, where
+    OpenCV's libpng prints it on stderr itself (no log level reaches it).
+
+    The pixels come as ``cv2.imdecode`` gives them for ``cv2.IMREAD_UNCHANGED``, ``IMREAD_GRAYSCALE``
+    or (any other flags) ``IMREAD_COLOR``, EXIF orientation included, except 16-bit colour: Pillow
+    has no 16-bit colour mode, so that comes 8-bit (the high byte) even unchanged.
+    """
+    try:
+        picture = _open(data)
+        _check_size(name, picture.size, max_pixels)
+        picture.load()
+        if flags != cv2.IMREAD_UNCHANGED:
+            ImageOps.exif_transpose(picture, in_place=True)
+        pixels = _stored_pixels(picture)
+    except InputError:
+        raise
+    except MemoryError:
+        raise OutOfMemory(f"{name}: not enough memory to decode it") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's SyntaxError, OSError, zlib.error, ValueError...
+        raise InputError(f"{name}: not an image, or corrupt ({str(exc) or type(exc).__name__})") from None
+    if flags == cv2.IMREAD_UNCHANGED:
+        return pixels
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if flags == cv2.IMREAD_GRAYSCALE:
+        return pixels if channels == 1 else cv2.cvtColor(pixels, _TO_GRAY[channels])
+    return pixels if channels == 3 else cv2.cvtColor(pixels, _TO_BGR[channels])
+
+
+_TO_GRAY = {3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}
+_TO_BGR = {1: cv2.COLOR_GRAY2BGR, 4: cv2.COLOR_BGRA2BGR}
+
+
+def _stored_pixels(picture: Image.Image) -> np.ndarray:
+    """A loaded PNG's pixels as ``cv2.IMREAD_UNCHANGED`` reads them: grey (8 or 16 bits), else BGR,
+    or BGRA where the PNG has alpha or a transparent colour."""
+    if picture.mode in ("I;16", "I"):
+        return np.array(picture, np.uint16)
+    if picture.mode in ("1", "L"):
+        return np.array(picture.convert("L"))
+    if picture.mode in ("LA", "RGBA", "PA") or "transparency" in picture.info:
+        return cv2.cvtColor(np.asarray(picture.convert("RGBA")), cv2.COLOR_RGBA2BGRA)
+    return cv2.cvtColor(np.asarray(picture.convert("RGB")), cv2.COLOR_RGB2BGR)
 
 
 def decoded_size(data: bytes, image: np.ndarray) -> tuple[int, int]:
@@ -255,8 +244,9 @@ def decoded_size(data: bytes, image: np.ndarray) -> tuple[int, int]:
     return (full_w, full_h) if (h > w) != (full_h > full_w) else (full_h, full_w)
 
 
-def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:  # fmt: skip
+def read_image(
+    path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Read an image file as OpenCV does (BGR uint8 by default), or fail with one clear line."""
     return decode_image(read_bytes(path), str(path), flags, max_pixels)
 
@@ -293,13 +283,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-_TEMP_COUNTER = itertools.count()
-
-
 def temp_name(path: Path, suffix: str = "") -> Path:
-    """A hidden temporary name beside ``path``: short whatever ``path``'s name (always within the
-    file system's name limit), unique per process and call, so concurrent runs never share one."""
-    return path.with_name(f".segtool-{os.getpid()}-{next(_TEMP_COUNTER)}.partial{suffix}")
+    """A new, empty, hidden file beside ``path``, for the caller to write and then rename over
+    ``path`` (or remove). Created exclusively (``open(..., "x")``), so no other process has it, on
+    this host or on another sharing the folder; its name is random and short whatever ``path``'s.
+    Unlike ``tempfile.mkstemp``'s 0600, its permissions are the umask's, as the output's should be."""
+    while True:
+        temp = path.with_name(f".segtool-{os.getpid()}-{secrets.token_hex(6)}.partial{suffix}")
+        try:
+            temp.open("xb").close()
+        except FileExistsError:
+            continue
+        return temp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -309,20 +304,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     file and raises one ``OutputError`` naming ``path``.
     """
     path = Path(path)
-    tmp = temp_name(path)
+    temp = None
     try:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory")
-        with open(tmp, "wb") as f:
+        temp = temp_name(path)
+        with open(temp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {write_problem(exc)}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        os.replace(temp, path)
+    except BaseException as exc:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {write_problem(exc)}") from None
         raise
 
 
@@ -331,9 +327,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".segtool-write-test.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        temp_name(path / "write-test").unlink()
     except OSError as exc:
         raise OutputError(f"output folder {path} is not writable ({write_problem(exc)})") from None
     return path
