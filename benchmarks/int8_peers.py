@@ -1,4 +1,5 @@
-"""segtool's int8 beside NNCF's, on one fp32 export, the same frames and the same runtime.
+"""segtool's int8 quantizer with NNCF's choices beside it as it was before them, on one fp32 export,
+the same frames and the same runtime.
 
     python benchmarks/int8_peers.py --model lraspp_mobilenet_v3_large --video ../shared/data/walk.mp4
     python benchmarks/int8_peers.py --trained 300     # the synthetic-shapes lraspp, trained for 300 steps
@@ -9,16 +10,16 @@
     python benchmarks/int8_peers.py --model fcn_resnet50 --checkpoint fcn_shapes.pth --count 15 --test 12
 
 The first ``--count`` frames are split as the export splits them (two in three calibrate, one in
-three validates: segtool's search and NNCF's accuracy control both select on those); the next
-``--test`` frames are used by nobody and give the held-out agreement. Speed-up is fp32/int8 median
-latency on ONNX Runtime's CPU provider, measured in this process (``int8.median_latencies``).
-Prints a Markdown table and the CPU flags. Needs the [export] and [int8] extras.
+three validates: segtool's search selects on those); the next ``--test`` frames are used by nobody
+and give the held-out agreement. Speed-up is fp32/int8 median latency on ONNX Runtime's CPU provider,
+measured in this process (``int8.median_latencies``). Prints a Markdown table and the CPU flags.
+Needs the [export] extra. NNCF itself was measured beside these rows until segtool dropped it
+(docs/BENCHMARKS.md, 2026-12-01: behind on every checkpoint).
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -46,30 +47,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lraspp_mobilenet_v3_large")
     parser.add_argument("--weights", default="random", help="random, DEFAULT or a checkpoint")
-    parser.add_argument("--trained", type=int, default=0, metavar="STEPS",
-                        help="train the synthetic-shapes lraspp (synthetic_task.py) for STEPS steps")  # fmt: skip
+    parser.add_argument(
+        "--trained",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="train the synthetic-shapes lraspp (synthetic_task.py) for STEPS steps",
+    )
     parser.add_argument("--checkpoint", type=Path, help="a trained synthetic-shapes checkpoint (synthetic_task.py)")
-    parser.add_argument("--video", type=Path, default=Path("../shared/data/walk.mp4"),
-                        help="frames for untrained models; trained ones use the task's own pictures")  # fmt: skip
+    parser.add_argument(
+        "--video",
+        type=Path,
+        default=Path("../shared/data/walk.mp4"),
+        help="frames for untrained models; trained ones use the task's own pictures",
+    )
     parser.add_argument("--count", type=int, default=15, help="frames split into calibration/validation")
     parser.add_argument("--test", type=int, default=6, help="further frames no quantizer sees")
     parser.add_argument("--size", type=int, default=256, help="long side of the frames")
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--no-nncf", action="store_true", help="segtool's rows only (NNCF's accuracy control is slow)")
     args = parser.parse_args()
 
-    import nncf
-    import onnx
-    from nncf.quantization.advanced_parameters import (
-        AdvancedAccuracyRestorerParameters,
-        AdvancedQuantizationParameters,
-        QuantizationParameters,
-    )
-
     from segtool.export import export_model
-    from segtool.export.int8 import labels_of, ort_search, split
-    from segtool.export.nncf_quantizer import label_agreement_fn, unquantized_convolutions
+    from segtool.export.int8 import labels_of, search, split
     from segtool.export.variants import calibration_batches
 
     weights, label = args.weights, f"{args.model} ({args.weights} weights)"
@@ -81,8 +81,9 @@ def main() -> None:
             from segtool.export import synthetic_task
 
             started = time.perf_counter()
-            state = synthetic_task.train(steps=args.trained, model=args.model, threads=torch.get_num_threads(),
-                                         log=print)  # fmt: skip
+            state = synthetic_task.train(
+                steps=args.trained, model=args.model, threads=torch.get_num_threads(), log=print
+            )
             weights = str(Path(tmp) / "trained.pth")
             torch.save(state, weights)
             label = f"{args.model} (synthetic shapes, {args.trained} steps, {time.perf_counter() - started:.0f} s)"
@@ -94,8 +95,14 @@ def main() -> None:
             label = f"{args.model} (synthetic shapes, {args.checkpoint.name})"
             report_task_scores(weights, args.model)
         num_classes = {"num_classes": len(synthetic_task.CLASSES)} if task else {}
-        result = export_model(Path(tmp) / "fp32.onnx", model=args.model, weights=weights, verify=False,
-                              shapes=((1, 3, 64, 96),), **num_classes)  # fmt: skip
+        result = export_model(
+            Path(tmp) / "fp32.onnx",
+            model=args.model,
+            weights=weights,
+            verify=False,
+            shapes=((1, 3, 64, 96),),
+            **num_classes,
+        )
         fp32 = result.path.read_bytes()
         mean, std = result.meta.mean, result.meta.std
     if task:  # the task's own pictures, from a generator the training never used
@@ -111,65 +118,47 @@ def main() -> None:
     print(f"{label}: {source}; calibration {len(calibration)}, validation {len(validation)}, test {len(test)}")
     ref_validation, ref_test = labels_of(fp32, validation), labels_of(fp32, test)
     quiet = lambda _: None
-    models: dict[str, tuple[bytes, float]] = {}
+    models: dict[str, tuple[bytes, dict, float]] = {}  # name: (model, search outcome, seconds)
 
     # "plain": every convolution quantized (target 0: no search), the quantizer's choices alone
-    for name, nncf_like in (("segtool ort, before (global MinMax, logits quantized)", False),
-                            ("segtool ort, now (NNCF's ranges, head in float, 7-bit without VNNI)", True)):  # fmt: skip
+    choices = {
+        "segtool ort, before (global MinMax, logits quantized)": False,
+        "segtool ort, now (NNCF's ranges, head in float, 7-bit without VNNI)": True,
+    }
+    for name, nncf_like in choices.items():
         for plain, target in ((" plain", 0.0), (" + search", args.target)):
             started = time.perf_counter()
-            model, _ = ort_search(fp32, calibration, validation, ref_validation, target, "minmax", quiet, nncf_like)
-            models[name + plain] = (model, time.perf_counter() - started)
+            model, outcome = search(fp32, calibration, validation, ref_validation, target, "minmax", quiet, nncf_like)
+            models[name + plain] = (model, outcome, time.perf_counter() - started)
 
-    proto = onnx.load_from_string(fp32)
-    if args.no_nncf:
-        return print_table(args, label, fp32, models, calibration, validation, ref_validation, test, ref_test)
-    feed = lambda batch: {"image": batch}
-    calibration_set = nncf.Dataset(calibration, feed)
-    items = list(zip(validation, ref_validation))
-    validation_set = nncf.Dataset(items, lambda item: feed(item[0]))
-    advanced = AdvancedQuantizationParameters(activations_quantization_params=QuantizationParameters(per_channel=False))
-    started = time.perf_counter()
-    plain = nncf.quantize(proto, calibration_set, subset_size=len(calibration), advanced_parameters=advanced)
-    models["NNCF quantize"] = (plain.SerializeToString(), time.perf_counter() - started)
-    cap = max(1, unquantized_convolutions(proto)[1] // 4)  # as segtool's own search, and export --quantizer nncf
-    started = time.perf_counter()
-    controlled = nncf.quantize_with_accuracy_control(
-        proto, calibration_set, validation_set, label_agreement_fn(), max_drop=1 - args.target,
-        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
-        advanced_quantization_parameters=advanced,
-        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=cap))  # fmt: skip
-    models["NNCF accuracy control"] = (controlled.SerializeToString(), time.perf_counter() - started)
-
-    print_table(args, label, fp32, models, calibration, validation, ref_validation, test, ref_test)
+    print_table(args, label, fp32, models, validation, ref_validation, test, ref_test)
 
 
-def print_table(args, label, fp32, models, calibration, validation, ref_validation, test, ref_test) -> None:
-    import nncf
-    import onnx
-
-    from segtool.export.int8 import agreement, cpu_flags, median_latencies
-    from segtool.export.nncf_quantizer import unquantized_convolutions
+def print_table(args, label, fp32, models, validation, ref_validation, test, ref_test) -> None:
+    from segtool.export.int8 import agreement, int8_flags, median_latencies
 
     shape = "x".join(map(str, validation[0].shape))
-    print(f"\nheld-out agreement: argmax agreement with fp32 on {len(test)} frames no quantizer saw "
-          f"(validation: the {len(validation)} frames the searches select on); speed-up: fp32/int8 median "
-          f"latency, ONNX Runtime CPU, {args.runs} runs interleaved on one {shape} input; "
-          f"target {args.target:.2%}\n")  # fmt: skip
-    print("| model | quantizer | held-out agreement | validation agreement | fp32 convolutions | speed-up vs fp32 | "
-          "int8 ms | fp32 ms | quantize time |")  # fmt: skip
+    print(
+        f"\nheld-out agreement: argmax agreement with fp32 on {len(test)} frames no quantizer saw "
+        f"(validation: the {len(validation)} frames the searches select on); speed-up: fp32/int8 median "
+        f"latency, ONNX Runtime CPU, {args.runs} runs interleaved on one {shape} input; "
+        f"target {args.target:.2%}\n"
+    )
+    print(
+        "| model | quantizer | held-out agreement | validation agreement | fp32 convolutions | speed-up vs fp32 | "
+        "int8 ms | fp32 ms | quantize time |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, (model, seconds) in models.items():
+    for name, (model, outcome, seconds) in models.items():
         fp32_s, int8_s = median_latencies(fp32, model, validation[0], args.runs)
         held = agreement(model, test, ref_test) if test else float("nan")
-        kept, convolutions = unquantized_convolutions(onnx.load_from_string(model))
-        print(f"| {label} | {name} | {held:.2%} | {agreement(model, validation, ref_validation):.2%} | "
-              f"{kept} of {convolutions} | {fp32_s / int8_s:.2f}x | {int8_s * 1e3:.1f} | {fp32_s * 1e3:.1f} | "
-              f"{seconds:.0f} s |", flush=True)  # fmt: skip
-    flags = subprocess.run(["sh", "-c", r"grep -o -w 'avx2\|avx512f\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u"],
-                           capture_output=True, text=True).stdout.split()  # fmt: skip
-    print(f"\nCPU flags: {' '.join(flags) or ', '.join(cpu_flags()) or 'unknown'}; numpy {np.__version__}, "
-          f"nncf {nncf.__version__}")  # fmt: skip
+        kept = f"{outcome['fp32_convolutions']} of {outcome['convolutions']}"
+        print(
+            f"| {label} | {name} | {held:.2%} | {outcome['agreement']:.2%} | {kept} | {fp32_s / int8_s:.2f}x | "
+            f"{int8_s * 1e3:.1f} | {fp32_s * 1e3:.1f} | {seconds:.0f} s |",
+            flush=True,
+        )
+    print(f"\nCPU flags: {', '.join(int8_flags()) or 'unknown'}; numpy {np.__version__}")
 
 
 if __name__ == "__main__":

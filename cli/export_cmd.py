@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from segtool.export.config import MIN_CALIBRATION, ExportConfig  # no torch: defaults and minimums are stated there
+from segtool.export.config import MIN_CALIBRATION, ExportConfig, Gate  # no torch: defaults and minimums are there
 from segtool.export.models import parse_model_args  # no torch either
 from segtool.runtime.errors import ParityError, UsageError
 
@@ -24,42 +24,80 @@ from .common import err, out, say
 Opt = typer.Option
 
 
-Output = Annotated[Optional[Path], Opt("--output", "-o", help="The .onnx file to write (default: "
-                                       "models/<model>[_random][_labels][_int8|_fp16].onnx).")]  # fmt: skip
+Output = Annotated[
+    Optional[Path],
+    Opt(
+        "--output", "-o", help="The .onnx file to write (default: models/<model>[_random][_labels][_int8|_fp16].onnx)."
+    ),
+]
 
 
-Model = Annotated[str, Opt(help="A torchvision model (see `segtool models`), or your own network as "
-                           "package.module:callable, e.g. segmentation_models_pytorch:Unet: a function or class "
-                           "returning an nn.Module (output: a tensor, or a dict with 'out'); the current folder "
-                           "is importable.")]  # fmt: skip
+Model = Annotated[
+    str,
+    Opt(
+        help="A torchvision model (see `segtool models`), or your own network as package.module:callable, "
+        "e.g. segmentation_models_pytorch:Unet: a function or class returning an nn.Module (output: a tensor, "
+        "or a dict with 'out'); the current folder is importable."
+    ),
+]
 
 
-Weights = Annotated[str, Opt(help="DEFAULT (torchvision download; for package.module:callable, what it returns), a "
-                             "weights enum name, a checkpoint (a state dict, torchvision's training checkpoint, "
-                             "DataParallel's, .safetensors), or 'random' (tests/benchmarks only).")]  # fmt: skip
+Weights = Annotated[
+    str,
+    Opt(
+        help="DEFAULT (torchvision download; for package.module:callable, what it returns), a weights enum name, "
+        "a checkpoint (a state dict, torchvision's training checkpoint, DataParallel's, .safetensors), or "
+        "'random' (tests/benchmarks only)."
+    ),
+]
 
 
-ModelArgs = Annotated[Optional[list[str]], Opt("--model-arg", metavar="KEY=VALUE", help="A keyword argument for "
-                                               "--model package.module:callable (repeat it), e.g. --model-arg "
-                                               "encoder_name=resnet34 --model-arg encoder_weights=None; values "
-                                               "are Python literals (3, None, 'x', [1, 2]) or else text.")]  # fmt: skip
+ModelArgs = Annotated[
+    Optional[list[str]],
+    Opt(
+        "--model-arg",
+        metavar="KEY=VALUE",
+        help="A keyword argument for --model package.module:callable (repeat it), e.g. --model-arg "
+        "encoder_name=resnet34 --model-arg encoder_weights=None; values are Python literals (3, None, 'x', "
+        "[1, 2]) or else text.",
+    ),
+]
 
 
-NumClasses = Annotated[Optional[int], Opt(min=1, help="Output classes of your own network, passed to its "
-                                          "num_classes, n_classes or classes parameter (torchvision models read "
-                                          "it from the checkpoint).")]  # fmt: skip
+NumClasses = Annotated[
+    Optional[int],
+    Opt(
+        min=1,
+        help="Output classes of your own network, passed to its num_classes, n_classes or classes parameter "
+        "(torchvision models read it from the checkpoint).",
+    ),
+]
 
 
-Classes = Annotated[Optional[Path], Opt("--classes", help="Class names: one a line, a JSON list, or YAML (with "
-                                        "PyYAML), as many as the model has [VOC's for 21, else class_N].")]  # fmt: skip
+Classes = Annotated[
+    Optional[Path],
+    Opt(
+        "--classes",
+        help="Class names: one a line, a JSON list, or YAML (with PyYAML), as many as the model has "
+        "[VOC's for 21, else class_N].",
+    ),
+]
 
 
-Palette = Annotated[Optional[Path], Opt("--palette", help="Class colours: 'R G B' or #rrggbb a line [VOC's for the "
-                                        "first 21, then generated].")]  # fmt: skip
+Palette = Annotated[
+    Optional[Path],
+    Opt("--palette", help="Class colours: 'R G B' or #rrggbb a line [VOC's for the first 21, then generated]."),
+]
 
 
-Mean = Annotated[Optional[str], Opt(metavar="R,G,B", help="Normalization mean the network was trained with, in [0,1] "
-                                    "(values over 1 are read as 0..255) [ImageNet's 0.485,0.456,0.406].")]  # fmt: skip
+Mean = Annotated[
+    Optional[str],
+    Opt(
+        metavar="R,G,B",
+        help="Normalization mean the network was trained with, in [0,1] (values over 1 are read as 0..255) "
+        "[ImageNet's 0.485,0.456,0.406].",
+    ),
+]
 
 
 Std = Annotated[Optional[str], Opt(metavar="R,G,B", help="Normalization std, as --mean [0.229,0.224,0.225].")]
@@ -68,8 +106,14 @@ Std = Annotated[Optional[str], Opt(metavar="R,G,B", help="Normalization std, as 
 ChannelOrder = Annotated[bool, Opt("--rgb/--bgr", help="Channel order the network takes.")]
 
 
-InputMultiple = Annotated[Optional[int], Opt(min=1, help="Pad height and width to a multiple of N inside the graph "
-                                             "[found by running the network; 1 for torchvision's].")]  # fmt: skip
+InputMultiple = Annotated[
+    Optional[int],
+    Opt(
+        min=1,
+        help="Pad height and width to a multiple of N inside the graph [found by running the network; 1 for "
+        "torchvision's].",
+    ),
+]
 
 
 Seed = Annotated[int, Opt(help="Seed for --weights random.")]
@@ -99,25 +143,35 @@ Fp16 = Annotated[bool, Opt("--fp16", help="fp16 weights/compute for GPU provider
 Calibration = Annotated[Optional[Path], Opt(help="--int8: folder of images, or a video (default: generated).")]
 
 
-CalibrationCount = Annotated[int, Opt(min=MIN_CALIBRATION, help="--int8/--fp16: images (or frames) to calibrate "
-                                      f"and validate on (at least {MIN_CALIBRATION}).")]  # fmt: skip
+CalibrationCount = Annotated[
+    int,
+    Opt(
+        min=MIN_CALIBRATION,
+        help=f"--int8/--fp16: images (or frames) to calibrate and validate on (at least {MIN_CALIBRATION}).",
+    ),
+]
 
 
 Method = Annotated[Optional[str], Opt("--calibration-method", help="--int8: minmax, percentile or entropy.")]
 
 
-Quantizer = Annotated[Optional[str], Opt("--quantizer", help="--int8: ort (ONNX Runtime's quantize_static) or nncf "
-                                         "(NNCF, with its accuracy control below the target; needs "
-                                         "segtool[int8]) [ort].")]  # fmt: skip
+VariantTarget = Annotated[
+    Optional[float],
+    Opt(
+        "--int8-min-agreement",
+        "--variant-min-agreement",
+        help="int8/fp16: smallest argmax agreement with fp32 on the held-out images [int8 0.99, fp16 0.995].",
+    ),
+]
 
 
-VariantTarget = Annotated[Optional[float], Opt("--int8-min-agreement", "--variant-min-agreement",
-                                               help="int8/fp16: smallest argmax agreement with fp32 on the "
-                                               "held-out images [int8 0.99, fp16 0.995].")]  # fmt: skip
-
-
-Force = Annotated[bool, Opt("--force", help="Write a variant below its agreement target, or an int8 one not "
-                            "faster than fp32 here (marked so).")]  # fmt: skip
+Force = Annotated[
+    bool,
+    Opt(
+        "--force",
+        help="Write a variant below its agreement target, or an int8 one not faster than fp32 here (marked so).",
+    ),
+]
 
 
 def parse_triple(text: str, flag: str) -> tuple[float, float, float]:
@@ -138,8 +192,8 @@ def normalization(mean: str | None, std: str | None) -> dict:
     return values
 
 
-def gate_overrides(**values: float | None) -> dict:
-    """Only the flags the user gave; ExportConfig keeps its defaults for the rest."""
+def given(**values: float | None) -> dict:
+    """Only the flags the user gave: the dataclasses keep their defaults for the rest."""
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -178,12 +232,14 @@ def run_export(output: Path | None, **settings):
     if "variant" in result.meta.extra:
         v = result.meta.extra["variant"]
         out.print(variant_table(v))
-        kept = (f"; {len(v['fp32_tensors'])} tensor(s) kept in fp32 ({len(v['excluded_nodes'])} nodes unquantized)"
-                if v.get("fp32_tensors") else "")  # fmt: skip
-        speed = f"; {v['speedup_vs_fp32']:.2f}x fp32's speed here" if "speedup_vs_fp32" in v else ""
-        speed += f" ({v['quantizer']})" if "quantizer" in v else ""
-        say(f"{v['precision']} agreement {v['agreement']:.2%} with fp32 on held-out images (target {v['target']:.2%}, "
-            f"{'met' if v['met'] else 'NOT met'}){kept}{speed}")  # fmt: skip
+        kept = speed = ""
+        if v.get("fp32_tensors"):
+            kept = f"; {len(v['fp32_tensors'])} tensor(s) kept in fp32 ({len(v['excluded_nodes'])} nodes unquantized)"
+        if "speedup_vs_fp32" in v:
+            speed = f"; {v['speedup_vs_fp32']:.2f}x fp32's speed here"
+        met = "met" if v["met"] else "NOT met"
+        target = f"target {v['target']:.2%}, {met}"
+        say(f"{v['precision']} agreement {v['agreement']:.2%} with fp32 on held-out images ({target}){kept}{speed}")
     size = result.path.stat().st_size / 1e6
     say(
         f"wrote {result.path} ({size:.1f} MB, {result.meta.model}, {result.meta.weights_label}, "
@@ -200,10 +256,14 @@ def parity_table(rows, gate) -> Table:
         table.add_column(column, justify="right")
     for row in rows:
         labels = row.max_abs_diff is None
-        table.add_row("x".join(map(str, row.shape)), "n/a" if labels else f"{row.scale:.3g}",
-                      "n/a (labels)" if labels else f"{row.max_abs_diff:.2e}",
-                      "n/a" if labels else f"{row.ratio:.3f}", f"{row.agreement:.4%}",
-                      "pass" if row.passes(gate) else "FAIL")  # fmt: skip
+        table.add_row(
+            "x".join(map(str, row.shape)),
+            "n/a" if labels else f"{row.scale:.3g}",
+            "n/a (labels)" if labels else f"{row.max_abs_diff:.2e}",
+            "n/a" if labels else f"{row.ratio:.3f}",
+            f"{row.agreement:.4%}",
+            "pass" if row.passes(gate) else "FAIL",
+        )
     table.caption = f"gate: {gate.describe()} (ratio <= 1 passes)"
     return table
 
@@ -242,7 +302,6 @@ def export(
     calibration: Calibration = None,
     calibration_count: CalibrationCount = 16,
     calibration_method: Method = None,
-    quantizer: Quantizer = None,
     variant_min_agreement: VariantTarget = None,
     force: Force = False,
 ):
@@ -250,20 +309,28 @@ def export(
     height and width; checked against PyTorch before it is written."""
     if int8 and fp16:
         raise UsageError("--int8 and --fp16 are separate variants: pick one")
-    settings = gate_overrides(atol=atol, rtol=rtol, min_agreement=min_agreement,
-                                variant_min_agreement=variant_min_agreement)  # fmt: skip
-    settings |= normalization(mean, std)
-    settings |= {"model_args": parse_model_args(model_arg or []), "num_classes": num_classes,
-                 "classes_file": classes, "palette_file": palette, "channel_order": "RGB" if rgb else "BGR",
-                 "input_multiple": input_multiple}  # fmt: skip
+    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+    settings = given(variant_min_agreement=variant_min_agreement) | normalization(mean, std)
+    settings["gate"] = Gate(**given(atol=atol, rtol=rtol, min_agreement=min_agreement))
     if calibration_method:
         settings["calibration_method"] = calibration_method
-    if quantizer:
-        if not int8:
-            raise UsageError("--quantizer is for --int8")
-        settings["quantizer"] = quantizer
-    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-    result = run_export(output, model=model, weights=weights, seed=seed, verify=verify, labels_output=labels_output,
-                        precision=precision, calibration=calibration, calibration_count=calibration_count,
-                        force=force, **settings)  # fmt: skip
+    result = run_export(
+        output,
+        model=model,
+        weights=weights,
+        seed=seed,
+        model_args=parse_model_args(model_arg or []),
+        num_classes=num_classes,
+        classes_file=classes,
+        palette_file=palette,
+        channel_order="RGB" if rgb else "BGR",
+        input_multiple=input_multiple,
+        verify=verify,
+        labels_output=labels_output,
+        precision=precision,
+        calibration=calibration,
+        calibration_count=calibration_count,
+        force=force,
+        **settings,
+    )
     err.print(f"next: segtool run IMAGE --model {result.path}", markup=False)

@@ -108,8 +108,10 @@ def image_input(model: onnx.ModelProto, source: Path) -> onnx.ValueInfoProto:
     inputs = [i for i in model.graph.input if i.name not in initializers]  # IR < 4 lists weights as inputs
     if len(inputs) != 1:
         names = ", ".join(_describe(i) for i in inputs[:4]) + (", ..." if len(inputs) > 4 else "")
-        raise ModelError(f"{source} has {len(inputs)} inputs ({names or 'none'}): segtool adopts graphs with one "
-                         "image input [N, 3, H, W]")  # fmt: skip
+        raise ModelError(
+            f"{source} has {len(inputs)} inputs ({names or 'none'}): segtool adopts graphs with one "
+            "image input [N, 3, H, W]"
+        )
     (image,) = inputs
     dims = _dims(image)
     channels_wrong = len(dims) == 4 and isinstance(dims[1], int) and dims[1] != 3
@@ -151,8 +153,10 @@ def pick_output(outputs: dict[str, np.ndarray], batch: int, wanted: str | None, 
         if wanted not in outputs:
             raise UsageError(f"--logits {wanted}: {source} has no output of that name (outputs: {listed})")
         if wanted not in candidates:
-            raise UsageError(f"--logits {wanted} is {outputs[wanted].dtype} {list(outputs[wanted].shape)}, not "
-                             "[N, C, H, W] float class scores")  # fmt: skip
+            raise UsageError(
+                f"--logits {wanted} is {outputs[wanted].dtype} {list(outputs[wanted].shape)}, not "
+                "[N, C, H, W] float class scores"
+            )
         return wanted
     if not candidates:
         raise ModelError(f"{source} has no [N, C, H, W] float output of class scores (outputs: {listed})")
@@ -303,12 +307,16 @@ def adopt_model(
     chosen = pick_output(outputs, x.shape[0], logits, source)
     reference = outputs[chosen]
     if reference.shape[1] != len(classes):
-        raise UsageError(f"{len(classes)} class names for the {reference.shape[1]} channels of output {chosen}: "
-                         "--classes must name one class per channel, in channel order")  # fmt: skip
+        raise UsageError(
+            f"{len(classes)} class names for the {reference.shape[1]} channels of output {chosen}: "
+            "--classes must name one class per channel, in channel order"
+        )
     stride = output_stride(x.shape[2:], reference.shape[2:])
     if stride is None:
-        raise ModelError(f"{source}: output {chosen} is {reference.shape[2]}x{reference.shape[3]} for a "
-                         f"{x.shape[2]}x{x.shape[3]} input, not the input's size or 1/N of it")  # fmt: skip
+        raise ModelError(
+            f"{source}: output {chosen} is {reference.shape[2]}x{reference.shape[3]} for a "
+            f"{x.shape[2]}x{x.shape[3]} input, not the input's size or 1/N of it"
+        )
     fixed = all(isinstance(d, int) and d > 0 for d in dims[2:])
 
     progress(f"keeping output {chosen} as {OUTPUT_NAME}, input {image.name} as {INPUT_NAME}")
@@ -322,10 +330,16 @@ def adopt_model(
         identity["external_data"] = {loc: sha256_of(source.parent / safe_location(loc, source)) for loc in data_names}
     extra: Extras = {
         "precision": "fp16" if reference.dtype == np.float16 else "fp32",
-        "adopted": {"source": source.name, "producer": producer, "input": source_input, "output": chosen,
-                    "dropped_outputs": dropped, "verified": NOT_VERIFIED,
-                    "probe": {"input": list(x.shape), "output": list(reference.shape)}},
-    }  # fmt: skip
+        "adopted": {
+            "source": source.name,
+            "producer": producer,
+            "input": source_input,
+            "output": chosen,
+            "dropped_outputs": dropped,
+            "verified": NOT_VERIFIED,
+            "probe": {"input": list(x.shape), "output": list(reference.shape)},
+        },
+    }
     if stride > 1:
         extra["output_stride"] = stride
     if fixed:
@@ -345,14 +359,15 @@ def adopt_model(
             "onnxruntime": ort.__version__,
             "segtool": _version("segtool"),
             "python": platform.python_version(),
-        },  # fmt: skip
+        },
         extra=extra,
     )
     others = [p for p in model.metadata_props if not p.key.startswith(PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(others)
     onnx.helper.set_model_props(model, {p.key: p.value for p in others} | meta.to_props())
-    return _write_checked(model, meta, output, x, reference, inline_limit, progress, source_input, chosen, dropped)
+    data_files = _write_checked(model, output, x, reference, inline_limit, progress, chosen)
+    return AdoptResult(output, meta, source_input, chosen, dropped, data_files)
 
 
 def _serialized_size(model: onnx.ModelProto) -> int:
@@ -362,11 +377,18 @@ def _serialized_size(model: onnx.ModelProto) -> int:
         return 1 << 62
 
 
-def _write_checked(model: onnx.ModelProto, meta: ModelMetadata, output: Path, x: np.ndarray, reference: np.ndarray,
-                   inline_limit: int, progress: Callable[[str], None], source_input: str, chosen: str,
-                   dropped: list[str]) -> AdoptResult:  # fmt: skip
+def _write_checked(
+    model: onnx.ModelProto,
+    output: Path,
+    x: np.ndarray,
+    reference: np.ndarray,
+    inline_limit: int,
+    progress: Callable[[str], None],
+    chosen: str,
+) -> list[Path]:
     """Write into a scratch folder beside ``output``, open it as the runtime will, compare with the
-    original's output on the probe input, then move the file(s) into place."""
+    original's output (``chosen``) on the probe input, then move the file(s) into place; the
+    external data files written beside it."""
     scratch = Path(tempfile.mkdtemp(prefix=".segtool-adopt-", dir=output.parent))
     try:
         staged = scratch / output.name
@@ -377,16 +399,24 @@ def _write_checked(model: onnx.ModelProto, meta: ModelMetadata, output: Path, x:
             data_files = []
         else:
             progress(f"writing {output} with its weights in {data_name} (over protobuf's 2 GB)")
-            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)  # fmt: skip
+            onnx.save_model(
+                model,
+                str(staged),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
             data_files = [data_name]
         progress("checking the copy: the runtime opens it and gives the original's output")
         seg = Segmenter(staged, device="cpu", warn_random=False)
         got = seg.forward(x)
         scale = max(1.0, float(np.abs(reference.astype(np.float32)).max()))
         if got.shape != reference.shape or not np.allclose(got, reference, rtol=1e-4, atol=1e-5 * scale):
-            raise ModelError(f"the adopted copy of output {chosen} differs from the original's on the probe input; "
-                             f"nothing written to {output}")  # fmt: skip
+            raise ModelError(
+                f"the adopted copy of output {chosen} differs from the original's on the probe input; "
+                f"nothing written to {output}"
+            )
         del seg
         for name in data_files:  # the data first: the model never names a file that is not there yet
             (scratch / name).replace(output.parent / name)
@@ -395,4 +425,4 @@ def _write_checked(model: onnx.ModelProto, meta: ModelMetadata, output: Path, x:
         raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return AdoptResult(output, meta, source_input, chosen, dropped, [output.parent / n for n in data_files])
+    return [output.parent / name for name in data_files]

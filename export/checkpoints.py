@@ -42,8 +42,9 @@ OUTLIER_SITES = {
 }
 
 
-def realistic_state_dict(model: str, seed: int = 0, batches: int = 6, batch_size: int = 4, size: int = 160,
-                         train_steps: int = 0) -> dict:  # fmt: skip
+def realistic_state_dict(
+    model: str, seed: int = 0, batches: int = 6, batch_size: int = 4, size: int = 160, train_steps: int = 0
+) -> dict:
     torch.manual_seed(seed)
     net = get_spec(model).build()
     generator = torch.Generator().manual_seed(seed)

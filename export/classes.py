@@ -27,8 +27,9 @@ def default_names(count: int, voc: bool) -> tuple[str, ...]:
     return tuple(f"class_{k}" for k in range(count))
 
 
-def class_names_and_colours(count: int, names: tuple[str, ...] | None, palette_file: Path | None,
-                            voc: bool) -> tuple[tuple[str, ...], np.ndarray]:  # fmt: skip
+def class_names_and_colours(
+    count: int, names: tuple[str, ...] | None, palette_file: Path | None, voc: bool
+) -> tuple[tuple[str, ...], np.ndarray]:
     """(names, uint8 (count, 3) RGB palette) for a model with ``count`` output classes."""
     if names is not None and len(names) != count:
         raise UsageError(f"the classes file lists {len(names)} classes but the model has {count}")

@@ -1,6 +1,7 @@
-"""Every export setting in one place, with the parity gate's defaults stated once.
+"""Every export setting in one place, the parity gate's with them (``Gate``), each default stated once.
 
-The CLI's flags, ``segtool demo`` and the Python API all start from ``ExportConfig()``.
+The CLI's flags, ``segtool demo`` and the Python API all start from ``ExportConfig()``. No torch here:
+the CLI checks its arguments before it imports the export stage.
 """
 
 from __future__ import annotations
@@ -20,10 +21,31 @@ from .models import get_spec
 DEFAULT_MODEL = "fcn_resnet50"
 DEFAULT_SHAPES = ((1, 3, 333, 517), (2, 3, 256, 256), (1, 3, 520, 520))
 METHODS = ("minmax", "percentile", "entropy")
-QUANTIZERS = ("ort", "nncf")  # int8 engines: ONNX Runtime's quantize_static, or NNCF (the [int8] extra)
-OPSET = 18  # the ONNX opset of every export (torch.onnx, dynamo)
 VARIANT_TARGETS = {"int8": 0.99, "fp16": 0.995}  # argmax agreement with fp32 on held-out images
 MIN_CALIBRATION = 3  # calibration images at least: two in three calibrate, one in three validates (int8.split)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the exported graph must meet against PyTorch, on every parity input (``segtool.export.parity``).
+
+    Elementwise ``|onnx - torch| <= atol * scale + rtol * |torch|`` (numpy's ``allclose`` with the
+    absolute term measured in units of the output's scale, ``max(1, max |torch|)``), and argmax
+    agreement >= ``min_agreement``. Scaling the absolute term keeps a checkpoint with large logits
+    from being refused for its scale: an exact export differs by float32 rounding, about 1e-6 of
+    the scale; a wrong normalization or a dropped layer differs by percents of it.
+    """
+
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    min_agreement: float = 0.999
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.min_agreement <= 1.0) or self.atol < 0 or self.rtol < 0:
+            raise UsageError("the gate needs atol >= 0, rtol >= 0 and 0 <= min_agreement <= 1")
+
+    def describe(self) -> str:
+        return f"|diff| <= {self.atol:g}*scale + {self.rtol:g}*|torch|, argmax agreement >= {self.min_agreement:.2%}"
 
 
 @dataclass(frozen=True)
@@ -41,9 +63,7 @@ class ExportConfig:
     channel_order: str = "RGB"  # RGB or BGR: the channel order the network takes
     input_multiple: int | None = None  # pad height and width in the graph to a multiple; None: found by probing
     verify: bool = True  # run the PyTorch-vs-ONNX parity gate
-    atol: float = 1e-4  # gate: absolute tolerance, in units of the output's scale (see parity.Gate)
-    rtol: float = 1e-3  # gate: relative tolerance, elementwise
-    min_agreement: float = 0.999  # gate: smallest allowed argmax agreement
+    gate: Gate = Gate()  # the parity gate's tolerances (--atol, --rtol, --min-agreement)
     shapes: tuple[tuple[int, int, int, int], ...] = DEFAULT_SHAPES
     labels_output: bool = False  # ArgMax inside the graph, uint8 labels out
     precision: Precision = "fp32"  # fp32, int8 (CPU) or fp16 (GPU)
@@ -51,25 +71,21 @@ class ExportConfig:
     calibration_count: int = 16  # images (or frames) read: two in three calibrate, one in three validates
     calibration_size: int = 384  # their long side
     calibration_method: str = "minmax"  # minmax, percentile or entropy (docs/BENCHMARKS.md: why minmax)
-    quantizer: str = "ort"  # int8 engine: ort (ONNX Runtime) or nncf; the same target, split and refusals
     variant_min_agreement: float | None = None  # int8/fp16 vs fp32 on held-out images; None: per precision
     force: bool = False  # write a variant below its target anyway (its metadata says so)
-    opset: int = OPSET
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.calibration_method not in METHODS:
             raise UsageError(f"unknown calibration method {self.calibration_method!r}: {', '.join(METHODS)}")
-        if self.quantizer not in QUANTIZERS:
-            raise UsageError(f"unknown quantizer {self.quantizer!r}: {', '.join(QUANTIZERS)}")
         if self.calibration_count < MIN_CALIBRATION:
-            raise UsageError(f"--calibration-count {self.calibration_count}: at least {MIN_CALIBRATION} images are "
-                             "needed (two in three calibrate, one in three validates)")  # fmt: skip
+            raise UsageError(
+                f"--calibration-count {self.calibration_count}: at least {MIN_CALIBRATION} images are needed "
+                "(two in three calibrate, one in three validates)"
+            )
         if self.variant_min_agreement is not None and not 0.0 <= self.variant_min_agreement <= 1.0:
             raise UsageError("--int8-min-agreement takes a fraction between 0 and 1, e.g. 0.99")
-        if not (0.0 <= self.min_agreement <= 1.0) or self.atol < 0 or self.rtol < 0:
-            raise UsageError("the gate needs atol >= 0, rtol >= 0 and 0 <= min_agreement <= 1")
         if self.num_classes is not None and not 1 <= self.num_classes <= MAX_CLASSES:
             raise UsageError(f"--num-classes {self.num_classes}: 1 to {MAX_CLASSES} (labels are uint8)")
         if self.model_args and ":" not in self.model:
@@ -82,18 +98,10 @@ class ExportConfig:
             raise UsageError(f"--input-multiple {self.input_multiple}: 1 to 1024")
 
     @property
-    def gate(self):
-        from .parity import Gate
-
-        return Gate(self.atol, self.rtol, self.min_agreement)
-
-    @property
     def variant_target(self) -> float:
-        return (
-            self.variant_min_agreement
-            if self.variant_min_agreement is not None
-            else VARIANT_TARGETS.get(self.precision, 1.0)
-        )
+        if self.variant_min_agreement is not None:
+            return self.variant_min_agreement
+        return VARIANT_TARGETS.get(self.precision, 1.0)
 
     @property
     def random_weights(self) -> bool:
@@ -109,7 +117,7 @@ class ExportConfig:
             raise UsageError(f"--calibration {self.calibration}: no such folder or video")
         if ":" not in self.model:
             get_spec(self.model)  # an unknown name: the one line listing the known ones
-        named = self.weights.lower() == "random" or re.fullmatch(r"[A-Z][A-Z0-9_]*", self.weights)  # DEFAULT, enums
+        named = self.random_weights or re.fullmatch(r"[A-Z][A-Z0-9_]*", self.weights)  # DEFAULT, enum members
         if not named and not Path(self.weights).is_file():
             raise WeightsError(f"weights file {self.weights} not found (use DEFAULT, random, or a checkpoint path)")
 

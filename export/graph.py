@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 from segtool.runtime.errors import UsageError
 
-from .config import OPSET
 from .models import one_line
 
+OPSET = 18  # the ONNX opset of every export (torch.onnx, dynamo)
 INPUT_NAME = "image"
 PROBE_SIZES = ((64, 96), (67, 101))  # a size every stride up to 32 divides, and an odd one
 MULTIPLES = (2, 4, 8, 16, 32, 64, 128)
@@ -47,8 +47,9 @@ def masks_of(output: object) -> torch.Tensor:
 
 
 class SegmentationGraph(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module, labels_output: bool = False, input_multiple: int = 1,
-                 resize_output: bool = False):  # fmt: skip
+    def __init__(
+        self, model: torch.nn.Module, labels_output: bool = False, input_multiple: int = 1, resize_output: bool = False
+    ):
         super().__init__()
         self.model = model
         self.labels_output = labels_output
@@ -106,8 +107,10 @@ def probe(model: torch.nn.Module, name: str, input_multiple: int | None = None) 
     except Exception as exc:
         raise UsageError(f"{name} does not run on a 1x3x{height}x{width} image ({one_line(exc)})") from None
     if first.dim() != 4 or first.shape[0] != 1:
-        raise UsageError(f"{name} returns a tensor of shape {list(first.shape)} for a 1x3x{height}x{width} image, "
-                         "not [1, classes, height, width]")  # fmt: skip
+        raise UsageError(
+            f"{name} returns a tensor of shape {list(first.shape)} for a 1x3x{height}x{width} image, "
+            "not [1, classes, height, width]"
+        )
     classes = int(first.shape[1])
     resize = tuple(first.shape[-2:]) != (height, width)
     if input_multiple is None:
@@ -115,17 +118,20 @@ def probe(model: torch.nn.Module, name: str, input_multiple: int | None = None) 
         for m in (1, *MULTIPLES):
             h, w = -(-odd_h // m) * m, -(-odd_w // m) * m
             out = _masks_at(model, h, w)
-            if (out is not None and out.dim() == 4 and out.shape[1] == classes
-                    and (resize or tuple(out.shape[-2:]) == (h, w))):  # fmt: skip
+            if out is None or out.dim() != 4 or out.shape[1] != classes:
+                continue
+            if resize or tuple(out.shape[-2:]) == (h, w):
                 input_multiple = m
                 break
         else:
-            raise UsageError(f"{name} runs on 64x96 images but not on {odd_w}x{odd_h} ones, even padded to a "
-                             f"multiple of {MULTIPLES[-1]}: pass --input-multiple N")  # fmt: skip
+            raise UsageError(
+                f"{name} runs on 64x96 images but not on {odd_w}x{odd_h} ones, even padded to a multiple of "
+                f"{MULTIPLES[-1]}: pass --input-multiple N"
+            )
     return Probe(classes, input_multiple, resize)
 
 
-def to_onnx(graph: SegmentationGraph, opset: int = OPSET) -> onnx.ModelProto:
+def to_onnx(graph: SegmentationGraph) -> onnx.ModelProto:
     """Export with torch.onnx (dynamo) and symbolic batch/height/width."""
     sample = torch.randn(1, 3, 64, 96)
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
@@ -135,7 +141,7 @@ def to_onnx(graph: SegmentationGraph, opset: int = OPSET) -> onnx.ModelProto:
             graph.eval(),
             (sample,),
             dynamo=True,
-            opset_version=opset,
+            opset_version=OPSET,
             input_names=[INPUT_NAME],
             output_names=[graph.output_name],
             dynamic_shapes=(dims,),

@@ -24,9 +24,9 @@
    slows both alike); an int8 model that is not faster is refused (``VariantSlowerThanFp32``)
    unless ``force``, and the figure is recorded either way (``speedup_vs_fp32``).
 
-The engine is ONNX Runtime's (``quantizer="ort"``, steps 1-4) or NNCF's (``quantizer="nncf"``,
-``segtool.export.nncf_quantizer``); the split, the target, the speed gate, the refusals and the
-record are the same whichever runs.
+Three choices come from NNCF, measured against it (docs/BENCHMARKS.md): MinMax ranges are the mean
+of each image's (ONNX Runtime's ``CalibMovingAverage``), the head after the last convolutions stays
+in float, and weights use 7 bits on CPUs without VNNI (``reduce_range``).
 """
 
 from __future__ import annotations
@@ -39,9 +39,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.qdq_loss_debug import (
+    collect_activations,
+    create_activation_matching,
+    modify_model_output_intermediate_tensors,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from segtool.runtime.errors import ParityError, UsageError
-from segtool.runtime.model.session import reference_session
+from segtool.runtime.model.session import cpu_flags, reference_session
 from segtool.runtime.tools.agreement import as_labels, label_agreement
 
 from .config import MIN_CALIBRATION
@@ -49,6 +56,8 @@ from .graph import INPUT_NAME
 
 log = logging.getLogger(__name__)
 METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")  # the CPU features int8 speed depends on
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_tile")  # 8-bit dot products without AVX2's 16-bit overflow
 MIN_GAIN = 0.001  # a try with more tensors in fp32 is kept only if it wins 0.1 point of agreement: they cost speed
 
 
@@ -63,9 +72,13 @@ class VariantSlowerThanFp32(ParityError):
 def split(batches: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(calibration, validation): every third batch validates; ``UsageError`` if either side would be empty."""
     if len(batches) < MIN_CALIBRATION:
-        raise UsageError(f"int8/fp16 need at least {MIN_CALIBRATION} calibration images (two in three calibrate, "
-                         f"one in three validates); got {len(batches)}")  # fmt: skip
-    return [b for k, b in enumerate(batches) if k % 3 != 2], [b for k, b in enumerate(batches) if k % 3 == 2]
+        raise UsageError(
+            f"int8/fp16 need at least {MIN_CALIBRATION} calibration images (two in three calibrate, "
+            f"one in three validates); got {len(batches)}"
+        )
+    calibration = [b for k, b in enumerate(batches) if k % 3 != 2]
+    validation = [b for k, b in enumerate(batches) if k % 3 == 2]
+    return calibration, validation
 
 
 def labels_of(model: bytes, batches: list[np.ndarray]) -> list[np.ndarray]:
@@ -78,10 +91,13 @@ def agreement(model: bytes, batches: list[np.ndarray], reference: list[np.ndarra
     """Pixel-weighted label agreement with ``reference`` labels; ``UsageError`` with nothing to measure on."""
     pixels = sum(ref.size for ref in reference)
     if not batches or not pixels:
-        raise UsageError(f"no held-out images to measure agreement on: give at least {MIN_CALIBRATION} calibration "
-                         "images (one in three validates)")  # fmt: skip
+        raise UsageError(
+            f"no held-out images to measure agreement on: give at least {MIN_CALIBRATION} calibration "
+            "images (one in three validates)"
+        )
     labels = labels_of(model, batches)
-    return sum(label_agreement(ours, ref) * ref.size for ours, ref in zip(labels, reference, strict=True)) / pixels
+    same = sum(label_agreement(ours, ref) * ref.size for ours, ref in zip(labels, reference, strict=True))
+    return same / pixels
 
 
 def median_latencies(fp32_model: bytes, model: bytes, batch: np.ndarray, runs: int = 5) -> tuple[float, float]:
@@ -96,15 +112,6 @@ def median_latencies(fp32_model: bytes, model: bytes, batch: np.ndarray, runs: i
             session.run(None, {INPUT_NAME: batch})
             times[k].append(time.perf_counter() - started)
     return float(np.median(times[0])), float(np.median(times[1]))
-
-
-def cpu_flags() -> list[str]:
-    """The CPU features int8 speed depends on (VNNI, AMX), as /proc/cpuinfo lists them; [] elsewhere."""
-    try:
-        words = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in words]
 
 
 def float_inputs(model: onnx.ModelProto, names: set[str]) -> None:
@@ -123,26 +130,41 @@ def float_inputs(model: onnx.ModelProto, names: set[str]) -> None:
                 node.input[k] = q.input[0]
     while True:
         read = {tensor for node in graph.node for tensor in node.input} | {o.name for o in graph.output}
-        unused = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                  and not any(out in read for out in n.output)]  # fmt: skip
+        pairs = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+        unused = [n for n in pairs if not any(out in read for out in n.output)]
         if not unused:
             return
         for node in unused:
             graph.node.remove(node)
 
 
+def int8_flags() -> list[str]:
+    """This CPU's features that int8 speed depends on (VNNI, AMX); [] where /proc/cpuinfo is not."""
+    flags = set(cpu_flags())
+    return [flag for flag in INT8_FLAGS if flag in flags]
+
+
 def vnni() -> bool:
     """Whether this CPU has VNNI (8-bit dot products without the 16-bit overflow of AVX2's)."""
-    return any(flag in cpu_flags() for flag in ("avx512_vnni", "avx_vnni", "amx_tile"))
+    return any(flag in VNNI_FLAGS for flag in int8_flags())
+
+
+class Feeds(CalibrationDataReader):
+    """Batches as ONNX Runtime's quantization tools read them."""
+
+    def __init__(self, batches: list[np.ndarray]):
+        self.feeds = iter({INPUT_NAME: batch} for batch in batches)
+
+    def get_next(self):
+        return next(self.feeds, None)
 
 
 class Quantizer:
     """One fp32 model, pre-processed once, calibrated once; quantized with any exclusion list."""
 
-    def __init__(self, fp32_model: bytes, calibration: list[np.ndarray], method: str, workdir: Path,
-                 nncf_like: bool = True):  # fmt: skip
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
+    def __init__(
+        self, fp32_model: bytes, calibration: list[np.ndarray], method: str, workdir: Path, nncf_like: bool = True
+    ):
         self.workdir, self.calibration, self.method, self.nncf_like = workdir, calibration, method, nncf_like
         (workdir / "fp32.onnx").write_bytes(fp32_model)
         quant_pre_process(str(workdir / "fp32.onnx"), str(workdir / "pre.onnx"), skip_symbolic_shape=True)
@@ -199,33 +221,24 @@ class Quantizer:
         return list(dict.fromkeys(names))
 
     def quantize(self, exclude: list[str]) -> bytes:
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,  # fmt: skip
-        )
-
-        class Reader(CalibrationDataReader):
-            def __init__(self, batches):
-                self.feeds = iter({INPUT_NAME: b} for b in batches)
-
-            def get_next(self):
-                return next(self.feeds, None)
-
         out = self.workdir / "int8.onnx"
         nncf_like = self.nncf_like
         moving = nncf_like and self.method == "minmax"
         ranges = self.workdir / ("ranges_avg.json" if moving else "ranges.json")
-        quantize_static(str(self.workdir / "pre.onnx"), str(out), Reader(self.calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8,
-                        nodes_to_exclude=list(dict.fromkeys([*exclude, *(self.head if nncf_like else [])])),
-                        reduce_range=nncf_like and not vnni(),
-                        extra_options={"CalibMovingAverage": True} if moving else {},
-                        calibrate_method=getattr(CalibrationMethod, METHODS[self.method]),
-                        calibration_cache_path=str(ranges))  # fmt: skip
+        quantize_static(
+            str(self.workdir / "pre.onnx"),
+            str(out),
+            Feeds(self.calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(dict.fromkeys([*exclude, *(self.head if nncf_like else [])])),
+            reduce_range=nncf_like and not vnni(),
+            extra_options={"CalibMovingAverage": True} if moving else {},
+            calibrate_method=getattr(CalibrationMethod, METHODS[self.method]),
+            calibration_cache_path=str(ranges),
+        )
         if not nncf_like:
             return out.read_bytes()
         model = onnx.load(str(out))
@@ -234,32 +247,17 @@ class Quantizer:
 
     def sensitivity(self, qdq_model: bytes, batch: np.ndarray) -> list[tuple[str, float]]:
         """Quantized activation tensors with their SQNR in dB, most sensitive (lowest) first."""
-        from onnxruntime.quantization import CalibrationDataReader
-        from onnxruntime.quantization.qdq_loss_debug import (
-            collect_activations,
-            create_activation_matching,
-            modify_model_output_intermediate_tensors,  # fmt: skip
-        )
-
-        class One(CalibrationDataReader):
-            def __init__(self):
-                self.feeds = iter([{INPUT_NAME: batch}])
-
-            def get_next(self):
-                return next(self.feeds, None)
-
         (self.workdir / "qdq.onnx").write_bytes(qdq_model)
         augmented = self.workdir / "augmented.onnx"
         modify_model_output_intermediate_tensors(str(self.workdir / "qdq.onnx"), str(augmented))
-        matching = create_activation_matching(collect_activations(str(augmented), One()))
+        matching = create_activation_matching(collect_activations(str(augmented), Feeds([batch])))
         relu_folded = _zero_point_zero(onnx.load(str(self.workdir / "qdq.onnx")))
-        scored = {
-            tensor: channel_sqnr(
-                np.maximum(pair["pre_qdq"], 0) if tensor in relu_folded else pair["pre_qdq"], pair["post_qdq"]
-            )  # fmt: skip
-            for tensor, pair in matching.items()
-            if "pre_qdq" in pair and "post_qdq" in pair and tensor in self.touching
-        }
+        scored = {}
+        for tensor, pair in matching.items():
+            if "pre_qdq" not in pair or "post_qdq" not in pair or tensor not in self.touching:
+                continue
+            before = np.maximum(pair["pre_qdq"], 0) if tensor in relu_folded else pair["pre_qdq"]
+            scored[tensor] = channel_sqnr(before, pair["post_qdq"])
         return sorted(scored.items(), key=lambda item: item[1])
 
 
@@ -293,9 +291,16 @@ def _zero_point_zero(qdq_model: onnx.ModelProto) -> set[str]:
 Progress = Callable[[str], None]
 
 
-def ort_search(fp32_model: bytes, calibration: list[np.ndarray], validation: list[np.ndarray],
-               reference: list[np.ndarray], target: float, method: str,
-               progress: Progress, nncf_like: bool = True) -> tuple[bytes, dict]:  # fmt: skip
+def search(
+    fp32_model: bytes,
+    calibration: list[np.ndarray],
+    validation: list[np.ndarray],
+    reference: list[np.ndarray],
+    target: float,
+    method: str,
+    progress: Progress,
+    nncf_like: bool = True,
+) -> tuple[bytes, dict]:
     """ONNX Runtime's int8, with the most sensitive tensors kept in fp32 up to the cap while below ``target``.
     ``nncf_like``: NNCF's choices (mean of per-image ranges, head in float, 7-bit weights without VNNI)."""
     with tempfile.TemporaryDirectory(prefix="segtool-int8-") as tmp:
@@ -311,8 +316,8 @@ def ort_search(fp32_model: bytes, calibration: list[np.ndarray], validation: lis
             ranking = quantizer.within_cap(quantizer.sensitivity(first, validation[0]), cap)
             count = 1
             while reached < target and count <= len(ranking):
-                progress(f"int8: agreement {reached:.2%} < {target:.2%}: keeping the {count} most sensitive "
-                         "tensor(s) in fp32")  # fmt: skip
+                below = f"int8: agreement {reached:.2%} < {target:.2%}"
+                progress(f"{below}: keeping the {count} most sensitive tensor(s) in fp32")
                 nodes = quantizer.nodes_for([tensor for tensor, _ in ranking[:count]])
                 candidate = quantizer.quantize(nodes)
                 tried = agreement(candidate, validation, reference)
@@ -320,65 +325,78 @@ def ort_search(fp32_model: bytes, calibration: list[np.ndarray], validation: lis
                 if tried >= reached + MIN_GAIN:  # keep the best model seen, and fp32 tensors only where they pay
                     model, reached, kept, excluded = candidate, tried, ranking[:count], nodes
                 count = len(ranking) if count < len(ranking) <= count * 2 else count * 2
-    outcome = {"agreement_before": before, "agreement": reached, "excluded_nodes": excluded,
-               "fp32_tensors": [{"tensor": t, "sqnr_db": round(db, 2)} for t, db in kept],
-               "fp32_convolutions": len(set(excluded) & set(quantizer.convolutions)),
-               "convolutions": len(quantizer.convolutions), "cap": cap, "history": history, "method": method,
-               "how": f"even with its most sensitive tensors in fp32 up to the cap ({cap} of its "
-               f"{len(quantizer.convolutions)} convolutions unquantized)"}  # fmt: skip
+    outcome = {
+        "agreement_before": before,
+        "agreement": reached,
+        "excluded_nodes": excluded,
+        "fp32_tensors": [{"tensor": t, "sqnr_db": round(db, 2)} for t, db in kept],
+        "fp32_convolutions": len(set(excluded) & set(quantizer.convolutions)),
+        "convolutions": len(quantizer.convolutions),
+        "cap": cap,
+        "history": history,
+        "method": method,
+    }
     return model, outcome
 
 
-def quantize_with_target(fp32_model: bytes, batches: list[np.ndarray], target: float, method: str = "minmax",
-                         force: bool = False, progress: Progress = log.info,
-                         quantizer: str = "ort") -> tuple[bytes, dict]:  # fmt: skip
+def quantize_with_target(
+    fp32_model: bytes,
+    batches: list[np.ndarray],
+    target: float,
+    method: str = "minmax",
+    force: bool = False,
+    progress: Progress = log.info,
+) -> tuple[bytes, dict]:
     """The int8 model and the record of how it was made.
 
     ``VariantBelowTarget`` if it cannot reach ``target``, ``VariantSlowerThanFp32`` if it is not
     faster than fp32 here; neither with ``force`` (the record says so)."""
     calibration, validation = split(batches)
     reference = labels_of(fp32_model, validation)
-    if quantizer == "nncf":
-        from .nncf_quantizer import nncf_search
-
-        model, outcome = nncf_search(fp32_model, calibration, validation, reference, target, progress)
-    elif quantizer == "ort":
-        model, outcome = ort_search(fp32_model, calibration, validation, reference, target, method, progress)
-    else:
-        raise UsageError(f"unknown quantizer {quantizer!r}: ort or nncf")
-    how = outcome.pop("how")
+    model, outcome = search(fp32_model, calibration, validation, reference, target, method, progress)
     progress("int8: timing fp32 and int8 on ONNX Runtime CPU")
     fp32_s, int8_s = median_latencies(fp32_model, model, validation[0])
     speedup = fp32_s / int8_s
     reached = outcome["agreement"]
-    record = {**outcome, "quantizer": quantizer, "target": target, "met": reached >= target,
-              "split": {"calibration": len(calibration), "validation": len(validation)},
-              "speedup_vs_fp32": round(speedup, 3), "faster_than_fp32": speedup > 1.0,
-              "latency_ms": {"fp32": round(fp32_s * 1e3, 3), "int8": round(int8_s * 1e3, 3)},
-              "speed_input": list(validation[0].shape), "cpu_flags": cpu_flags()}  # fmt: skip
+    record = {
+        **outcome,
+        "target": target,
+        "met": reached >= target,
+        "split": {"calibration": len(calibration), "validation": len(validation)},
+        "speedup_vs_fp32": round(speedup, 3),
+        "faster_than_fp32": speedup > 1.0,
+        "latency_ms": {"fp32": round(fp32_s * 1e3, 3), "int8": round(int8_s * 1e3, 3)},
+        "speed_input": list(validation[0].shape),
+        "cpu_flags": int8_flags(),
+    }
     if force:
         return model, record
     if reached < target:
-        raise VariantBelowTarget(below_target_message(record, len(validation), how))
+        raise VariantBelowTarget(below_target_message(record, len(validation)))
     if speedup <= 1.0:
         raise VariantSlowerThanFp32(slower_message(record))
     return model, record
 
 
-def below_target_message(record: dict, held_out: int, how: str) -> str:
+def below_target_message(record: dict, held_out: int) -> str:
     reached, target = record["agreement"], record["target"]
-    return (f"int8 ({record['quantizer']}) reaches at best {reached:.2%} argmax agreement with fp32 on {held_out} "
-            f"held-out images, below the {target:.2%} target, {how}; it would have run at "
-            f"{record['speedup_vs_fp32']:.2f}x fp32's speed here; nothing written. Choices: a lower target "
-            f"(--int8-min-agreement {int(reached * 1000) / 1000:.3f}), more or more varied calibration images "
-            "(--calibration FOLDER|VIDEO, --calibration-count), --force (writes it, marked as below target), "
-            "or --fp16 for a GPU")  # fmt: skip
+    return (
+        f"int8 reaches at best {reached:.2%} argmax agreement with fp32 on {held_out} held-out images, below the "
+        f"{target:.2%} target, even with its most sensitive tensors in fp32 up to the cap ({record['cap']} of its "
+        f"{record['convolutions']} convolutions unquantized); it would have run at "
+        f"{record['speedup_vs_fp32']:.2f}x fp32's speed here; nothing written. Choices: a lower target "
+        f"(--int8-min-agreement {int(reached * 1000) / 1000:.3f}), more or more varied calibration images "
+        "(--calibration FOLDER|VIDEO, --calibration-count), --force (writes it, marked as below target), "
+        "or --fp16 for a GPU"
+    )
 
 
 def slower_message(record: dict) -> str:
     shape = "x".join(map(str, record["speed_input"]))
     flags = ", ".join(record["cpu_flags"]) or "unknown"
-    return (f"int8 ({record['quantizer']}) is not faster than fp32 on this CPU: median "
-            f"{record['latency_ms']['int8']:.1f} ms vs {record['latency_ms']['fp32']:.1f} ms for fp32 "
-            f"({record['speedup_vs_fp32']:.2f}x) on ONNX Runtime CPU, one {shape} input (CPU flags: {flags}); "
-            "nothing written: keep the fp32 model here (--force writes the int8 one anyway)")  # fmt: skip
+    latency = record["latency_ms"]
+    return (
+        f"int8 is not faster than fp32 on this CPU: median {latency['int8']:.1f} ms vs {latency['fp32']:.1f} ms "
+        f"for fp32 ({record['speedup_vs_fp32']:.2f}x) on ONNX Runtime CPU, one {shape} input (CPU flags: {flags}); "
+        "nothing written: keep the fp32 model here (--force writes the int8 one anyway)"
+    )

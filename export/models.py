@@ -5,7 +5,9 @@ The table's models come with the 21 VOC classes and torchvision's weights API
 (``COCO_WITH_VOC_LABELS_V1``); each entry knows its builder, its weights enum, whether it has the
 training-only auxiliary head that export leaves out, and which weights hold its class count (the
 last convolution of ``classifier``), so a fine-tuned checkpoint with any number of classes builds
-the network that fits it.
+the network that fits it. torchvision's published figures (accuracy, size, GFLOPS, checkpoint) are
+read from its weights enums (``ModelSpec.published``); the int8 speed-up, measured here, is the one
+figure the table keeps.
 
 ``CallableSpec`` is the user's own network: a function or class that returns an ``nn.Module``,
 imported from the module the user names on their command line (their code, like
@@ -36,44 +38,9 @@ if TYPE_CHECKING:
     import torch
 
 PUBLISHED = "COCO-val2017-VOC-labels"  # the data set torchvision's published metrics are measured on
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """What `segtool models` shows, without torch: parameters and FLOPs counted on the architecture as
-    exported (no aux head, 520x520, 2 FLOPs per multiply-add), and torchvision's published accuracy
-    and checkpoint for its COCO_WITH_VOC_LABELS_V1 weights. ``tests/test_zoo.py`` recounts and checks it."""
-
-    params_m: float
-    gflop: float
-    miou: float
-    pixel_acc: float
-    checkpoint: str
-    int8_speedup: float  # fp32/int8 inference at 520x520, measured (docs/BENCHMARKS.md, "Choose a model")
-
-    def row(self, name: str) -> dict:
-        sha = self.checkpoint.rsplit("-", 1)[-1].split(".")[0]
-        return {"model": name, "params_m": self.params_m, "gflop": self.gflop, "input": "520x520",
-                "fp32_mb": round(self.params_m * 4, 1), "int8_mb": round(self.params_m, 1), "miou": self.miou,
-                "pixel_acc": self.pixel_acc, "dataset": PUBLISHED, "checkpoint": self.checkpoint,
-                "sha256_prefix": sha, "int8_speedup_measured": self.int8_speedup,
-                "int8_pays": self.int8_speedup >= INT8_PAYS}  # fmt: skip
-
-
 #: int8 is worth offering where it is at least this much faster than fp32 (below: the export's speed
 #: gate may refuse it on a machine like the one measured)
 INT8_PAYS = 1.5
-#: the int8 speed-ups: one run of benchmarks/zoo.sh on a 2-core AVX-512 VNNI CPU (2026-11-29); they
-#: depend on the CPU (VNNI, AMX) and are smaller without VNNI
-CARDS = {
-    "fcn_resnet50": ModelCard(32.96, 285.5, 60.5, 91.4, "fcn_resnet50_coco-1167a1af.pth", 3.90),
-    "fcn_resnet101": ModelCard(51.95, 445.5, 63.7, 91.9, "fcn_resnet101_coco-7ecb50ca.pth", 3.81),
-    "deeplabv3_resnet50": ModelCard(39.64, 337.5, 66.4, 92.4, "deeplabv3_resnet50_coco-cd0a2569.pth", 3.03),
-    "deeplabv3_resnet101": ModelCard(58.63, 497.5, 67.4, 92.4, "deeplabv3_resnet101_coco-586e9e4e.pth", 3.23),
-    "deeplabv3_mobilenet_v3_large": ModelCard(11.03, 20.9, 60.3, 91.2, "deeplabv3_mobilenet_v3_large-fc3c493d.pth",
-                                              1.19),
-    "lraspp_mobilenet_v3_large": ModelCard(3.22, 4.2, 57.9, 91.2, "lraspp_mobilenet_v3_large-d234d4ea.pth", 0.98),
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -85,6 +52,9 @@ class ModelSpec:
     classes: tuple[str, ...] = VOC_CLASSES
     # the weights whose first dimension is the class count (FCN and DeepLabV3: the head's last conv)
     classifier: tuple[str, ...] = ("classifier.4.weight",)
+    # fp32/int8 inference time at 520x520, measured: benchmarks/zoo.sh on a 2-core AVX-512 VNNI CPU
+    # (docs/BENCHMARKS.md, "Choose a model"); it depends on the CPU and is smaller without VNNI
+    int8_speedup: float = 0.0
 
     def weights(self, member: str | None = None):
         import torchvision.models.segmentation as tv_seg
@@ -110,32 +80,48 @@ class ModelSpec:
         convolution (LR-ASPP: both of its classifiers, which must agree); None if it has none of them."""
         counts = {key: tuple(state[key].shape)[0] for key in self.classifier if key in state}
         if len(set(counts.values())) > 1:
-            raise WeightsError("the checkpoint's classifiers disagree on the class count: "
-                               + ", ".join(f"{k} has {n}" for k, n in counts.items()))  # fmt: skip
+            found = ", ".join(f"{k} has {n}" for k, n in counts.items())
+            raise WeightsError(f"the checkpoint's classifiers disagree on the class count: {found}")
         return next(iter(counts.values()), None)
 
     def published(self, member: str | None = None) -> dict:
-        """torchvision's published accuracy and checkpoint identity (from the enum: works offline)."""
+        """torchvision's card for the weights, from its weights enum (needs torchvision, not the network):
+        accuracy, checkpoint identity, and size and GFLOPS as torchvision counts them (with the
+        training-only auxiliary head that export leaves out)."""
         w = self.weights(member)
         metrics = w.meta.get("_metrics", {}).get(PUBLISHED, {})
         filename = os.path.basename(w.url)
-        return {"weights": f"{type(w).__name__}.{w.name}", "dataset": PUBLISHED, "miou": metrics.get("miou"),
-                "pixel_acc": metrics.get("pixel_acc"), "checkpoint": filename,
-                "sha256_prefix": filename.rsplit("-", 1)[-1].split(".")[0]}  # fmt: skip
+        return {
+            "weights": f"{type(w).__name__}.{w.name}",
+            "dataset": PUBLISHED,
+            "miou": metrics.get("miou"),
+            "pixel_acc": metrics.get("pixel_acc"),
+            "checkpoint": filename,
+            "sha256_prefix": filename.rsplit("-", 1)[-1].split(".")[0],
+            "params_m": round(w.meta["num_params"] / 1e6, 2),
+            "gflops": w.meta.get("_ops"),
+            "checkpoint_mb": w.meta.get("_file_size"),
+        }
 
 
+LRASPP_CLASSIFIERS = ("classifier.low_classifier.weight", "classifier.high_classifier.weight")
 MODELS = {
     spec.name: spec
     for spec in (
-        ModelSpec("fcn_resnet50", "FCN_ResNet50_Weights"),
-        ModelSpec("fcn_resnet101", "FCN_ResNet101_Weights"),
-        ModelSpec("deeplabv3_resnet50", "DeepLabV3_ResNet50_Weights"),
-        ModelSpec("deeplabv3_resnet101", "DeepLabV3_ResNet101_Weights"),
-        ModelSpec("deeplabv3_mobilenet_v3_large", "DeepLabV3_MobileNet_V3_Large_Weights"),
-        ModelSpec("lraspp_mobilenet_v3_large", "LRASPP_MobileNet_V3_Large_Weights", has_aux=False,
-                  classifier=("classifier.low_classifier.weight", "classifier.high_classifier.weight")),
+        ModelSpec("fcn_resnet50", "FCN_ResNet50_Weights", int8_speedup=3.90),
+        ModelSpec("fcn_resnet101", "FCN_ResNet101_Weights", int8_speedup=3.81),
+        ModelSpec("deeplabv3_resnet50", "DeepLabV3_ResNet50_Weights", int8_speedup=3.03),
+        ModelSpec("deeplabv3_resnet101", "DeepLabV3_ResNet101_Weights", int8_speedup=3.23),
+        ModelSpec("deeplabv3_mobilenet_v3_large", "DeepLabV3_MobileNet_V3_Large_Weights", int8_speedup=1.19),
+        ModelSpec(
+            "lraspp_mobilenet_v3_large",
+            "LRASPP_MobileNet_V3_Large_Weights",
+            has_aux=False,
+            classifier=LRASPP_CLASSIFIERS,
+            int8_speedup=0.98,
+        ),
     )
-}  # fmt: skip
+}
 
 
 def is_callable_name(name: str) -> bool:
@@ -147,8 +133,10 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise UsageError(f"unknown model {name!r}: supported: {', '.join(MODELS)}; or your own network "
-                         "as package.module:callable") from None  # fmt: skip
+        known = ", ".join(MODELS)
+        raise UsageError(
+            f"unknown model {name!r}: supported: {known}; or your own network as package.module:callable"
+        ) from None
 
 
 # -- the user's own network ------------------------------------------------------------------------
@@ -187,8 +175,10 @@ class CallableSpec:
 
     def __post_init__(self) -> None:
         if not _CALLABLE.fullmatch(self.name):
-            raise UsageError(f"--model {self.name!r}: name your own network as package.module:callable, "
-                             "e.g. segmentation_models_pytorch:Unet")  # fmt: skip
+            raise UsageError(
+                f"--model {self.name!r}: name your own network as package.module:callable, "
+                "e.g. segmentation_models_pytorch:Unet"
+            )
 
     def resolve(self) -> Callable[..., Any]:
         """Import the module (the working folder first on the path, as ``python -m`` has it)."""
@@ -198,8 +188,10 @@ class CallableSpec:
         try:
             target: Any = importlib.import_module(module_name)
         except ImportError as exc:
-            raise UsageError(f"--model {self.name}: cannot import {module_name} ({exc}); install it, or run "
-                             "segtool in the folder that holds it") from None  # fmt: skip
+            raise UsageError(
+                f"--model {self.name}: cannot import {module_name} ({exc}); install it, or run "
+                "segtool in the folder that holds it"
+            ) from None
         except Exception as exc:  # the user's module failed while importing: their error, in one line
             raise UsageError(f"--model {self.name}: importing {module_name} failed: {one_line(exc)}") from None
         for part in attribute.split("."):

@@ -17,26 +17,8 @@ from segtool.runtime.model.session import reference_session
 from segtool.runtime.tools.agreement import compare_outputs
 from segtool.runtime.tools.synthetic import smooth_image
 
+from .config import Gate
 from .graph import INPUT_NAME, SegmentationGraph
-
-
-@dataclass(frozen=True)
-class Gate:
-    """What the exported graph must meet against PyTorch, on every parity input.
-
-    Elementwise ``|onnx - torch| <= atol * scale + rtol * |torch|`` (numpy's ``allclose`` with the
-    absolute term measured in units of the output's scale, ``max(1, max |torch|)``), and argmax
-    agreement >= ``min_agreement``. Scaling the absolute term keeps a checkpoint with large logits
-    from being refused for its scale: an exact export differs by float32 rounding, about 1e-6 of
-    the scale; a wrong normalization or a dropped layer differs by percents of it.
-    """
-
-    atol: float = 1e-4
-    rtol: float = 1e-3
-    min_agreement: float = 0.999
-
-    def describe(self) -> str:
-        return f"|diff| <= {self.atol:g}*scale + {self.rtol:g}*|torch|, argmax agreement >= {self.min_agreement:.2%}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +68,8 @@ def compare(graph: SegmentationGraph, onnx_model: bytes, shapes, mean, std, gate
         try:
             rows.append(row(shape, ref, session.run(None, {INPUT_NAME: x})[0], gate))
         except ShapeMismatch as exc:
-            raise ShapeMismatch(f"parity gate failed on a {'x'.join(map(str, shape))} input: PyTorch vs ONNX {exc}; "
-                                "nothing written") from None  # fmt: skip
+            size = "x".join(map(str, shape))
+            raise ShapeMismatch(
+                f"parity gate failed on a {size} input: PyTorch vs ONNX {exc}; nothing written"
+            ) from None
     return rows

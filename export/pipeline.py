@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,8 @@ def build_graph(
     """The PyTorch side: the wrapped model with its weights, and the metadata describing it.
 
     ``settings`` are further ``ExportConfig`` fields (``num_classes``, ``classes_file``, ``model_args``...)."""
-    return build_from_config(ExportConfig(model=model, weights=weights, seed=seed, labels_output=labels_output,
-                                          **settings))  # fmt: skip
+    config = ExportConfig(model=model, weights=weights, seed=seed, labels_output=labels_output, **settings)
+    return build_from_config(config)
 
 
 def build_from_config(config: ExportConfig) -> tuple[SegmentationGraph, ModelMetadata]:
@@ -101,17 +101,22 @@ def build_from_config(config: ExportConfig) -> tuple[SegmentationGraph, ModelMet
 def _count_flag(config: ExportConfig, names: tuple[str, ...] | None) -> int | None:
     """The class count the user stated (--num-classes, or the classes file), checked for agreement."""
     if names is not None and config.num_classes is not None and len(names) != config.num_classes:
-        raise UsageError(f"--classes {config.classes_file} lists {len(names)} classes but --num-classes is "
-                         f"{config.num_classes}")  # fmt: skip
-    return config.num_classes if config.num_classes is not None else len(names) if names is not None else None
+        raise UsageError(
+            f"--classes {config.classes_file} lists {len(names)} classes but --num-classes is {config.num_classes}"
+        )
+    if config.num_classes is not None:
+        return config.num_classes
+    return len(names) if names is not None else None
 
 
 def _agree(stated: int | None, found: int, where: str, config: ExportConfig, names: tuple[str, ...] | None) -> None:
     """The classes file and --num-classes must match the network's class count (named ``where``)."""
     if stated is None or stated == found:
         return
-    flag = (f"--classes {config.classes_file} lists {len(names)} classes" if names is not None
-            else f"--num-classes is {config.num_classes}")  # fmt: skip
+    if names is not None:
+        flag = f"--classes {config.classes_file} lists {len(names)} classes"
+    else:
+        flag = f"--num-classes is {config.num_classes}"
     raise UsageError(f"{flag} but {where} has {found}: give one name per class, in the order of its outputs")
 
 
@@ -137,8 +142,10 @@ def _build_table_model(config: ExportConfig, names: tuple[str, ...] | None) -> t
     else:
         count = found
         where = f"torchvision's {identity.get('name')}" if checkpoint is None else f"the checkpoint {source}"
-        _agree(stated, found, f"{where} ({spec.classifier[0]} {list(state[spec.classifier[0]].shape)})"
-               if state is not None and spec.classifier[0] in state else where, config, names)  # fmt: skip
+        classifier = spec.classifier[0]
+        if state is not None and classifier in state:
+            where += f" ({classifier} {list(state[classifier].shape)})"
+        _agree(stated, found, where, config, names)
     torch.manual_seed(config.seed)
     net = spec.build(count)
     if state is not None:
@@ -167,8 +174,12 @@ def _build_callable(config: ExportConfig, names: tuple[str, ...] | None) -> tupl
     if checkpoint is not None:
         check_trained_as(replace(checkpoint, trained_as=None), identity["file"], config.model, probed.classes)
     _agree(stated, probed.classes, f"{format_call(config.model, kwargs)}'s output", config, names)
-    build = {"callable": config.model, "kwargs": {k: repr(v) for k, v in kwargs.items()},
-             "input_multiple": probed.input_multiple, "resized_output": probed.resize_output}  # fmt: skip
+    build = {
+        "callable": config.model,
+        "kwargs": {k: repr(v) for k, v in kwargs.items()},
+        "input_multiple": probed.input_multiple,
+        "resized_output": probed.resize_output,
+    }
     return net, identity, Extras(build=build), probed
 
 
@@ -212,7 +223,7 @@ def export_model(
     progress("counting FLOPs")
     extra: Extras = {**meta.extra, "flops": count_flops(graph), "precision": config.precision}
     progress("exporting to ONNX (torch.onnx, dynamo)")
-    proto = to_onnx(graph, config.opset)
+    proto = to_onnx(graph)
     proto.producer_name, proto.producer_version = "segtool", _version("segtool")
     proto.doc_string = f"{meta.model} ({meta.weights_label}) exported by segtool"
     progress("checking the graph (onnx.checker)")
@@ -222,12 +233,17 @@ def export_model(
         gate = config.gate
         progress(f"parity gate: PyTorch vs ONNX Runtime on {len(config.shapes)} shapes")
         rows = parity.compare(graph, proto.SerializeToString(), config.shapes, meta.mean, meta.std, gate)
-        extra["parity"] = {"atol": gate.atol, "rtol": gate.rtol, "min_agreement": gate.min_agreement,
-                                "rule": gate.describe(), "provider": "CPUExecutionProvider",
-                                "rows": [r.as_dict() for r in rows]}  # fmt: skip
+        extra["parity"] = {
+            **asdict(gate),
+            "rule": gate.describe(),
+            "provider": "CPUExecutionProvider",
+            "rows": [r.as_dict() for r in rows],
+        }
         if not all(r.passes(gate) for r in rows):
-            raise ParityError(f"parity gate failed ({gate.describe()}): ONNX output differs from PyTorch; "
-                              f"{output} was not written", rows)  # fmt: skip
+            message = (
+                f"parity gate failed ({gate.describe()}): ONNX output differs from PyTorch; {output} was not written"
+            )
+            raise ParityError(message, rows)
     if config.precision != "fp32":
         from .variants import make_variant
 

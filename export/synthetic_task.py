@@ -86,8 +86,13 @@ def make_sample(rng: np.random.Generator, height: int = SIZE, width: int = SIZE)
             cv2.circle(mask, centre, round(radius * rng.uniform(HOLE[0], HOLE[1])), 0, -1, cv2.LINE_8)
         else:
             turn = rng.uniform(0, 2 * math.pi)
-            corners = [(cx + TRIANGLE * radius * math.cos(turn + k * 2 * math.pi / 3),
-                        cy + TRIANGLE * radius * math.sin(turn + k * 2 * math.pi / 3)) for k in range(3)]  # fmt: skip
+            corners = [
+                (
+                    cx + TRIANGLE * radius * math.cos(turn + k * 2 * math.pi / 3),
+                    cy + TRIANGLE * radius * math.sin(turn + k * 2 * math.pi / 3),
+                )
+                for k in range(3)
+            ]
             cv2.fillPoly(mask, [np.round(corners).astype(np.int32)], 1, cv2.LINE_8)
         inside = mask.astype(bool)
         image[inside] = _colour(rng)
@@ -107,9 +112,15 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(Normalizer(IMAGENET_MEAN, IMAGENET_STD)(images, "bgr"))
 
 
-def train(steps: int = STEPS, batch: int = BATCH, seed: int = TRAIN_SEED, lr: float = LR,
-          log: Callable[[str], None] | None = None, model: str = MODEL,
-          threads: int = 1) -> dict[str, torch.Tensor]:  # fmt: skip
+def train(
+    steps: int = STEPS,
+    batch: int = BATCH,
+    seed: int = TRAIN_SEED,
+    lr: float = LR,
+    log: Callable[[str], None] | None = None,
+    model: str = MODEL,
+    threads: int = 1,
+) -> dict[str, torch.Tensor]:
     """Seeded, deterministic training from random init on ``threads`` CPU threads (1: the same
     result on any machine); the eval-mode state dict of ``model`` (any of segtool's zoo models; the
     tests use ``MODEL``, the benchmarks fcn_resnet50 too).

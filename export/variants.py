@@ -4,8 +4,7 @@
   (what runs fast on CPUs without VNNI), calibrated on images from a folder, frames of a video
   or, when none is given, generated smooth images (recorded in the metadata), with an accuracy
   target met on held-out images by keeping sensitive layers in fp32 (``segtool.export.int8``), and
-  refused where it is not faster than fp32 on this CPU. ONNX Runtime's quantizer, or NNCF's
-  (``quantizer="nncf"``, the [int8] extra). Targets the CPU provider.
+  refused where it is not faster than fp32 on this CPU. Targets the CPU provider.
 - fp16: ``onnxruntime.transformers.float16.convert_float_to_float16`` with fp32 inputs and
   outputs kept, so callers do not change; for GPU providers (slower on CPUs).
 
@@ -37,8 +36,9 @@ from .parity import ParityRow, row, sample_batch
 log = logging.getLogger(__name__)
 
 
-def calibration_batches(mean, std, source: Path | None, count: int, size: int,
-                        channel_order: str = "RGB") -> tuple[list[np.ndarray], str]:  # fmt: skip
+def calibration_batches(
+    mean, std, source: Path | None, count: int, size: int, channel_order: str = "RGB"
+) -> tuple[list[np.ndarray], str]:
     """Model inputs for calibration and a description of where they came from.
 
     ``source`` is a folder of images or a video (frames); unreadable images are skipped with a
@@ -48,23 +48,21 @@ def calibration_batches(mean, std, source: Path | None, count: int, size: int,
     if count < MIN_CALIBRATION:
         raise UsageError(f"--calibration-count {count}: at least {MIN_CALIBRATION} images are needed")
     if source is None:
-        shapes = [(1, 3, size, size)] * count
-        return [
-            sample_batch(s, mean, std, seed=1000 + k) for k, s in enumerate(shapes)
-        ], f"generated: {count} smooth random images at {size}x{size} (no --calibration folder given)"
+        generated = [sample_batch((1, 3, size, size), mean, std, seed=1000 + k) for k in range(count)]
+        return generated, f"generated: {count} smooth random images at {size}x{size} (no --calibration folder given)"
     skipped: list[str] = []
     normalize = Normalizer(mean, std, channel_order)  # the network's own channel order
-    batches = [
-        normalize([resize_for_inference(to_uint8_3ch(image), max_size=size)], "bgr")
-        for _, image in iter_images([str(source)], count, on_error=lambda name, message: skipped.append(message))
-    ]
+    images = iter_images([str(source)], count, on_error=lambda name, message: skipped.append(message))
+    batches = [normalize([resize_for_inference(to_uint8_3ch(image), max_size=size)], "bgr") for _, image in images]
     for message in skipped:
         log.warning("calibration: skipped %s", message)
     note = f", {len(skipped)} unreadable skipped" if skipped else ""
     if len(batches) < MIN_CALIBRATION:  # the argument cannot work, as a missing folder cannot: a usage error
         found = f"only {len(batches)} readable" if batches else "no readable"
-        raise UsageError(f"--calibration {source}: {found} images or frames found{note}; int8/fp16 need at least "
-                         f"{MIN_CALIBRATION} (two in three calibrate, one in three validates)")  # fmt: skip
+        raise UsageError(
+            f"--calibration {source}: {found} images or frames found{note}; int8/fp16 need at least "
+            f"{MIN_CALIBRATION} (two in three calibrate, one in three validates)"
+        )
     return batches, f"{len(batches)} images from {source}, long side {size}{note}"
 
 
@@ -90,8 +88,9 @@ def agreement_with(reference: bytes, variant: bytes, shapes, mean, std) -> list[
     return rows
 
 
-def make_variant(fp32_model: bytes, config: ExportConfig, mean, std,
-                 progress: Callable[[str], None] = lambda stage: None) -> tuple[bytes, dict]:  # fmt: skip
+def make_variant(
+    fp32_model: bytes, config: ExportConfig, mean, std, progress: Callable[[str], None] = lambda stage: None
+) -> tuple[bytes, dict]:
     """fp32 ONNX bytes -> (variant bytes, metadata record of how it was made and how close it is).
 
     Both variants must reach ``config.variant_target`` label agreement with fp32 on held-out
@@ -99,34 +98,46 @@ def make_variant(fp32_model: bytes, config: ExportConfig, mean, std,
     split of the same source), or are refused unless ``config.force``. Labels are the argmax of
     logits, or the label maps themselves for a labels-output graph (``int8.labels_of``).
     """
-    batches, source = calibration_batches(mean, std, config.calibration, config.calibration_count,
-                                          config.calibration_size, config.channel_order)  # fmt: skip
+    batches, source = calibration_batches(
+        mean, std, config.calibration, config.calibration_count, config.calibration_size, config.channel_order
+    )
     target = config.variant_target
-    record: dict[str, object]
+    record: dict
     if config.precision == "int8":
-        variant, outcome = quantize_with_target(fp32_model, batches, target, config.calibration_method, config.force,
-                                                progress, config.quantizer)  # fmt: skip
-        engine = (f"onnxruntime quantize_static, QDQ, per-channel, uint8 activations / int8 weights, "
-                  f"{config.calibration_method}" if config.quantizer == "ort" else
-                  "nncf quantize (ONNX backend, QDQ), then quantize_with_accuracy_control below target")  # fmt: skip
-        record = {"precision": "int8", "target_provider": "CPUExecutionProvider", "calibration": source,
-                  "method": engine, "engine": engine, **outcome}  # fmt: skip
+        method = config.calibration_method
+        variant, outcome = quantize_with_target(fp32_model, batches, target, method, config.force, progress)
+        engine = f"onnxruntime quantize_static, QDQ, per-channel, uint8 activations / int8 weights, {method}"
+        record = {
+            "precision": "int8",
+            "target_provider": "CPUExecutionProvider",
+            "calibration": source,
+            "engine": engine,
+            **outcome,
+        }
         if not outcome["faster_than_fp32"]:
-            log.warning("int8 variant written although not faster than fp32 here (--force): %.2fx fp32's speed",
-                        outcome["speedup_vs_fp32"])  # fmt: skip
+            speed = outcome["speedup_vs_fp32"]
+            log.warning("int8 variant written although not faster than fp32 here (--force): %.2fx fp32's speed", speed)
     else:
         variant = convert_fp16(fp32_model)
         _, validation = split(batches)
         reached = agreement(variant, validation, labels_of(fp32_model, validation))
-        record = {"precision": "fp16", "target_provider": "CUDAExecutionProvider", "validation": source,
-                  "method": "onnxruntime.transformers.float16, fp32 inputs/outputs kept", "agreement": reached,
-                  "target": target, "met": reached >= target}  # fmt: skip
+        record = {
+            "precision": "fp16",
+            "target_provider": "CUDAExecutionProvider",
+            "validation": source,
+            "method": "onnxruntime.transformers.float16, fp32 inputs/outputs kept",
+            "agreement": reached,
+            "target": target,
+            "met": reached >= target,
+        }
         if reached < target and not config.force:
-            raise VariantBelowTarget(f"fp16 reaches {reached:.2%} argmax agreement with fp32, below the "
-                                     f"{target:.2%} target; nothing written (--force writes it anyway)")  # fmt: skip
+            raise VariantBelowTarget(
+                f"fp16 reaches {reached:.2%} argmax agreement with fp32, below the {target:.2%} target; "
+                "nothing written (--force writes it anyway)"
+            )
     if not record["met"]:
-        log.warning("%s variant written below its agreement target (--force): %.2f%% < %.2f%%", config.precision,
-                    100 * float(record["agreement"]), 100 * target)  # type: ignore[arg-type]  # fmt: skip
+        shown = (config.precision, 100 * record["agreement"], 100 * target)
+        log.warning("%s variant written below its agreement target (--force): %.2f%% < %.2f%%", *shown)
     rows = agreement_with(fp32_model, variant, config.shapes, mean, std)
     record["vs_fp32"] = [r.as_dict() for r in rows]
     return variant, record

@@ -35,11 +35,11 @@ import torch
 from segtool.runtime.errors import UsageError, WeightsError
 from segtool.runtime.files.images import sha256_of
 
-from .models import CARDS, MODELS, ModelSpec
+from .models import MODELS, ModelSpec
 
 # torch.hub's convention: "name-<first hex digits of sha256>.ext", checked for torchvision's own files
 # only (a user's "unet-20240101.pth" carries a date, not a hash)
-PUBLISHED_FILES = frozenset(card.checkpoint for card in CARDS.values())
+PUBLISHED_FILES = frozenset(os.path.basename(spec.weights().url) for spec in MODELS.values())
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -124,19 +124,24 @@ def read_checkpoint(path: Path) -> Checkpoint:
     key = next((k for k in STATE_KEYS if isinstance(obj.get(k), Mapping)), None)
     if key is None:
         keys = ", ".join(map(str, list(obj)[:6]))
-        raise WeightsError(f"{path}: not a state dict of tensors, and none of {', '.join(STATE_KEYS)} holds one "
-                           f"(its keys: {keys})")  # fmt: skip
+        raise WeightsError(
+            f"{path}: not a state dict of tensors, and none of {', '.join(STATE_KEYS)} holds one (its keys: {keys})"
+        )
     state = _tensors_only(path, obj[key], repr(key))
     args = obj.get("args")
-    args = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, Mapping) else {}
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    elif not isinstance(args, Mapping):
+        args = {}
     layout = "torchvision reference training" if key == "model" and "args" in obj else f"state dict under {key!r}"
     identity["format"] = layout
     if isinstance(obj.get("epoch"), int):
         identity["epoch"] = obj["epoch"]
     model = args.get("model")
     count = args.get("num_classes")
-    return Checkpoint(state, identity, model if isinstance(model, str) else None,
-                      count if isinstance(count, int) and not isinstance(count, bool) else None)  # fmt: skip
+    trained_as = model if isinstance(model, str) else None
+    num_classes = count if isinstance(count, int) and not isinstance(count, bool) else None
+    return Checkpoint(state, identity, trained_as, num_classes)
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -153,8 +158,10 @@ def _load_safetensors(path: Path) -> dict:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
     except ImportError:
-        raise UsageError(f"{path}: reading .safetensors needs the safetensors package: "
-                         "pip install safetensors (it is in segtool[export])") from None  # fmt: skip
+        raise UsageError(
+            f"{path}: reading .safetensors needs the safetensors package: "
+            "pip install safetensors (it is in segtool[export])"
+        ) from None
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -230,9 +237,11 @@ class Fit:
 def compare(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> Fit:
     """Keys the model has and the state lacks, the reverse, and shared keys whose shapes differ
     (in the model's order, then the checkpoint's)."""
-    return Fit([k for k in own if k not in state], [k for k in state if k not in own],
-               [(k, list(state[k].shape), list(own[k].shape)) for k in own
-                if k in state and tuple(state[k].shape) != tuple(own[k].shape)])  # fmt: skip
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shared = [k for k in own if k in state]
+    mismatched = [(k, list(state[k].shape), list(own[k].shape)) for k in shared if state[k].shape != own[k].shape]
+    return Fit(missing, unexpected, mismatched)
 
 
 def fitting_models(state: Mapping[str, torch.Tensor]) -> list[tuple[str, int]]:
@@ -275,10 +284,14 @@ def remedy(model_name: str, fit: Fit, state: Mapping[str, torch.Tensor]) -> str:
         theirs, ours = {a[0] for _, a, _ in fit.mismatched}, {b[0] for _, _, b in fit.mismatched}
         if len(theirs) == len(ours) == 1:  # only the output layer differs, in its class count
             count = theirs.pop()
-            return (f"the checkpoint has {count} classes where {model_name} was built with {ours.pop()}: "
-                    f"pass --num-classes {count} (or the --model-arg that sets its class count)")  # fmt: skip
-    return ("it fits none of segtool's torchvision models (see `segtool models`); for another architecture, "
-            "pass --model package.module:callable with the --model-arg settings it was trained with")  # fmt: skip
+            return (
+                f"the checkpoint has {count} classes where {model_name} was built with {ours.pop()}: "
+                f"pass --num-classes {count} (or the --model-arg that sets its class count)"
+            )
+    return (
+        "it fits none of segtool's torchvision models (see `segtool models`); for another architecture, "
+        "pass --model package.module:callable with the --model-arg settings it was trained with"
+    )
 
 
 def apply_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, model_name: str) -> None:
@@ -300,8 +313,12 @@ def check_trained_as(checkpoint: Checkpoint, source: str, model_name: str, count
     """A reference-training checkpoint's ``args`` must agree with the export: the same model, and
     ``args.num_classes`` (where the script had it) equal to the classifier's class count."""
     if checkpoint.trained_as and checkpoint.trained_as != model_name:
-        raise WeightsError(f"{source} was trained as {checkpoint.trained_as} (its args.model), not {model_name}: "
-                           f"pass --model {checkpoint.trained_as}")  # fmt: skip
+        raise WeightsError(
+            f"{source} was trained as {checkpoint.trained_as} (its args.model), not {model_name}: "
+            f"pass --model {checkpoint.trained_as}"
+        )
     if checkpoint.num_classes is not None and count is not None and checkpoint.num_classes != count:
-        raise WeightsError(f"{source}: its args.num_classes is {checkpoint.num_classes} but its classifier has "
-                           f"{count} classes: the checkpoint is inconsistent")  # fmt: skip
+        raise WeightsError(
+            f"{source}: its args.num_classes is {checkpoint.num_classes} but its classifier has "
+            f"{count} classes: the checkpoint is inconsistent"
+        )

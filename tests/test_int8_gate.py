@@ -13,13 +13,16 @@ from conftest import assert_clean_failure, run_in_process
 
 from segtool.export import export_model
 from segtool.export.checkpoints import realistic_state_dict, save_realistic_checkpoint, with_outlier_channel
+from segtool.export.config import Gate
 from segtool.export.graph import SegmentationGraph, to_onnx
 from segtool.export.int8 import quantize_with_target
 from segtool.export.models import get_spec
-from segtool.export.parity import Gate, compare, sample_batch
+from segtool.export.parity import compare, sample_batch
 from segtool.export.pipeline import build_graph
 from segtool.runtime.model.metadata import IMAGENET_MEAN as MEAN
 from segtool.runtime.model.metadata import IMAGENET_STD as STD
+
+pytestmark = pytest.mark.slow
 
 NAME = "lraspp_mobilenet_v3_large"
 SHAPES = ((1, 3, 64, 96), (2, 3, 48, 48))
@@ -79,8 +82,8 @@ def test_real_bugs_fail_the_gate(checkpoint):
 
 def test_int8_below_its_target_is_refused_and_forced_is_marked(tmp_path, checkpoint):
     out = tmp_path / "x.onnx"
-    args = ["export", "--model", NAME, "--weights", checkpoint, "--int8", "--calibration-count", "6",
-            "--int8-min-agreement", "0.9999", "--output", out]  # fmt: skip
+    flags = "--int8 --calibration-count 6 --int8-min-agreement 0.9999".split()
+    args = ["export", "--model", NAME, "--weights", checkpoint, *flags, "--output", out]
     proc = run_in_process(*args)
     assert_clean_failure(proc, 1, "below the 99.99% target", "nothing written")
     assert not out.exists() and not list(tmp_path.iterdir())
@@ -98,9 +101,17 @@ def test_int8_below_its_target_is_refused_and_forced_is_marked(tmp_path, checkpo
 
 
 def test_int8_that_meets_its_target_records_how(tmp_path, checkpoint):
-    result = export_model(tmp_path / "ok.onnx", model=NAME, weights=str(checkpoint), shapes=SHAPES, precision="int8",
-                          calibration_count=6, calibration_size=128, variant_min_agreement=0.2,
-                          force=True)  # fmt: skip  # force: the speed gate is timing, tested on its own
+    result = export_model(
+        tmp_path / "ok.onnx",
+        model=NAME,
+        weights=str(checkpoint),
+        shapes=SHAPES,
+        precision="int8",
+        calibration_count=6,
+        calibration_size=128,
+        variant_min_agreement=0.2,
+        force=True,
+    )  # force: the speed gate is timing, tested on its own
     variant = result.meta.extra["variant"]
     assert variant["met"] and variant["agreement"] >= 0.2 and variant["excluded_nodes"] == []
     assert variant["agreement"] == variant["agreement_before"] and variant["method"] == "minmax"
@@ -180,11 +191,19 @@ def test_the_ort_quantizer_takes_nncfs_choices(tmp_path, monkeypatch):
         resize = next(node for node in model.graph.node if node.op_type == "Resize")
         inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         image_q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
-        weights = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"
-                   and inits.get(n.input[0]) is not None and inits[n.input[0]].dtype == np.int8]  # fmt: skip
-        return {"resize_in": producer[resize.input[0]].op_type, "out": producer["logits"].op_type,
-                "image_scale": float(inits[image_q.input[1]]),
-                "weight_max": max(int(np.abs(w).max()) for w in weights)}  # fmt: skip
+        weights = [
+            inits[n.input[0]]
+            for n in model.graph.node
+            if n.op_type == "DequantizeLinear"
+            and inits.get(n.input[0]) is not None
+            and inits[n.input[0]].dtype == np.int8
+        ]
+        return {
+            "resize_in": producer[resize.input[0]].op_type,
+            "out": producer["logits"].op_type,
+            "image_scale": float(inits[image_q.input[1]]),
+            "weight_max": max(int(np.abs(w).max()) for w in weights),
+        }
 
     monkeypatch.setattr(int8, "vnni", lambda: False)
     quantizer, now = quantized(tmp_path / "now", True, calibration)

@@ -67,16 +67,26 @@ def test_a_missing_extra_is_one_line_naming_the_pip_install(tmp_path, tiny):
     cv2.imwrite(str(image), scene(20, 30))
     served = run_segtool("serve", tiny, "--port", "0", env_extra=blockers(tmp_path / "s", "fastapi", "uvicorn"))
     assert_clean_failure(served, 2, "`segtool serve` needs FastAPI and uvicorn", "pip install 'segtool[serve]'")
-    rayed = run_segtool("run", image, "--model", tiny, "--ray", "local", "--out", tmp_path / "o",
-                        env_extra=blockers(tmp_path / "r", "ray"))  # fmt: skip
+    rayed = run_segtool(
+        "run",
+        image,
+        "--model",
+        tiny,
+        "--ray",
+        "local",
+        "--out",
+        tmp_path / "o",
+        env_extra=blockers(tmp_path / "r", "ray"),
+    )
     assert_clean_failure(rayed, 2, "--ray: Ray cannot be imported", "pip install 'segtool[ray]'")
 
 
 def test_export_checks_its_arguments_before_it_needs_torch(tmp_path, no_torch_env):
     """Cheap refusals first: a wrong model name or a missing checkpoint is said as such even where
     torch is not installed (they are checked before torch is imported)."""
-    missing = run_segtool("export", "--weights", tmp_path / "nope.pth", "--output", tmp_path / "x.onnx",
-                          env_extra=no_torch_env)  # fmt: skip
+    missing = run_segtool(
+        "export", "--weights", tmp_path / "nope.pth", "--output", tmp_path / "x.onnx", env_extra=no_torch_env
+    )
     assert_clean_failure(missing, 2, "nope.pth not found (use DEFAULT, random, or a checkpoint path)")
     unknown = run_segtool("export", "--model", "fcn_resnet5O", "--output", tmp_path / "x.onnx", env_extra=no_torch_env)
     assert_clean_failure(unknown, 2, "unknown model 'fcn_resnet5O'")
