@@ -19,7 +19,10 @@ Running segtool:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
 import itertools
+import json
 import logging
 import os
 import shlex
@@ -213,6 +216,39 @@ def assert_clean_failure(proc: Ran, code: int, *needles: str) -> None:
         assert needle in proc.stderr, proc.stderr
 
 
+# -- two tiers --------------------------------------------------------------------------------------
+# The default run (`python -m pytest`) is the fast tier; `python -m pytest -m slow` the slow one. A
+# test is slow when it needs a real network exported or trained (one of these fixtures), or when its
+# module is marked with one of SLOW_KINDS (a browser, a Ray cluster, ...): conftest adds the mark.
+SLOW_FIXTURES = frozenset(
+    {
+        "export_run",
+        "model_path",
+        "segmenter",
+        "torch_graph",
+        "int8_model",
+        "trained",
+        "zoo",
+        "other_model",
+        "torchvision_export",
+        "checkpoint",
+        "lraspp",
+        "fcn2",
+        "deeplab5",
+        "labels_model",
+        "fp16_model",
+    }
+)
+SLOW_KINDS = ("browser", "ray", "openvino", "schemathesis", "memory")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needs_network = SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if needs_network or any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
+
+
 # -- no network for pretrained weights --------------------------------------------------------------
 
 OFFLINE_MESSAGE = "no network (segtool tests)"
@@ -256,11 +292,45 @@ def offline_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 # -- models ------------------------------------------------------------------------------------------
 
 
+def code_key(*extra: object) -> str:
+    """A key that changes with segtool's code (export/, runtime/, cli/), the versions of the libraries
+    an export depends on, and ``extra``: what a cached export or training is filed under."""
+    digest = hashlib.sha256(repr(extra).encode())
+    root = Path(__file__).resolve().parent.parent
+    for folder in ("export", "runtime", "cli"):
+        for source in sorted((root / folder).rglob("*.py")):
+            digest.update(source.relative_to(root).as_posix().encode())
+            digest.update(source.read_bytes())
+    for name in ("torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "numpy"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            digest.update(f"{name}=={importlib.metadata.version(name)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_folder(request: pytest.FixtureRequest, name: str) -> Path:
+    """A folder that outlives this pytest run (pytest's cache: the fast and the slow tier of one CI run
+    share it), or a temporary one under ``-p no:cacheprovider``."""
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        return request.getfixturevalue("tmp_path_factory").mktemp(name)
+    return Path(cache.mkdir(name))
+
+
 @pytest.fixture(scope="session")
-def export_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    out = tmp_path_factory.mktemp("model") / "fcn_random.onnx"
-    proc = run_segtool("export", "--weights", "random", "--seed", SEED, "--output", out)
+def export_run(request: pytest.FixtureRequest) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """``segtool export --weights random --seed 0``, run once per code and library versions: the file
+    and what the command printed come from the cache when this very code made them before."""
+    args = ["export", "--weights", "random", "--seed", str(SEED)]
+    folder = cache_folder(request, "exports") / code_key(*args)
+    out, printed = folder / "fcn_random.onnx", folder / "printed.json"
+    command = [SEGTOOL, *args, "--output", str(out)]
+    if out.is_file() and printed.is_file():
+        stdout, stderr = json.loads(printed.read_text())
+        return out, subprocess.CompletedProcess(command, 0, stdout, stderr)
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = run_segtool(*args, "--output", out)  # segtool writes the file whole or not at all
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    printed.write_text(json.dumps([proc.stdout, proc.stderr]))
     return out, proc
 
 

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
+import pytest
 from conftest import scene, scene_video
 from PIL import Image
 from servers import Server
+
+pytestmark = pytest.mark.browser
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -15,8 +15,11 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from conftest import run_in_process, scene_video
 from PIL import Image
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("SEGTOOL_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

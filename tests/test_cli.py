@@ -59,15 +59,15 @@ def test_run_writes_labels_mask_overlay_at_input_size(tmp_path, model_path, segm
     assert error < 2.0, error  # JPEG quality 95 vs the exact 50/50 blend
 
 
-def test_max_size_infers_small_and_returns_full_size(tmp_path, model_path):
+def test_max_size_infers_small_and_returns_full_size(tmp_path, tiny):
     src = tmp_path / "wide.jpg"
     cv2.imwrite(str(src), scene(120, 301))
-    proc = run_in_process("run", src, "--model", model_path, "--out", tmp_path, "--max-size", "64", "--device", "cpu")
+    proc = run_in_process("run", src, "--model", tiny, "--out", tmp_path, "--max-size", "64", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "wide_labels.png").size == (301, 120)
 
 
-def test_bad_images_are_reported_and_the_rest_processed(tmp_path, model_path):
+def test_bad_images_are_reported_and_the_rest_processed(tmp_path, tiny):
     good = tmp_path / "good.jpg"
     cv2.imwrite(str(good), scene(40, 50))
     empty = tmp_path / "empty.jpg"
@@ -78,7 +78,7 @@ def test_bad_images_are_reported_and_the_rest_processed(tmp_path, model_path):
     truncated.write_bytes(good.read_bytes()[:-200])
     missing = tmp_path / "missing.jpg"
     out = tmp_path / "out"
-    proc = run_in_process("run", empty, good, text, truncated, missing, "--model", model_path, "--out", out)
+    proc = run_in_process("run", empty, good, text, truncated, missing, "--model", tiny, "--out", out)
     assert_clean_failure(
         proc,
         1,
@@ -127,19 +127,19 @@ def test_corrupt_model_is_one_line(tmp_path):
     assert_clean_failure(proc, 2, "bad.onnx")
 
 
-def test_unwritable_output_folder_is_reported_before_work(tmp_path, model_path):
+def test_unwritable_output_folder_is_reported_before_work(tmp_path, tiny):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     src = tmp_path / "a.png"
     cv2.imwrite(str(src), scene(8, 8))
-    proc = run_in_process("run", src, "--model", model_path, "--out", blocker / "sub")
+    proc = run_in_process("run", src, "--model", tiny, "--out", blocker / "sub")
     assert_clean_failure(proc, 2, "not writable")
 
 
-def test_bad_device_is_one_line(tmp_path, model_path):
+def test_bad_device_is_one_line(tmp_path, tiny):
     src = tmp_path / "a.png"
     cv2.imwrite(str(src), scene(8, 8))
-    proc = run_in_process("run", src, "--model", model_path, "--device", "quantum")
+    proc = run_in_process("run", src, "--model", tiny, "--device", "quantum")
     assert_clean_failure(proc, 2, "unknown device")
 
 
@@ -182,7 +182,7 @@ def test_version_short_help_and_bracketed_help_text():
     assert "[1e-4]" in export_help and "[0.999]" in export_help  # brackets survive: no rich markup
 
 
-def test_folder_run_counts_are_consistent_and_skip_non_media(tmp_path, model_path):
+def test_folder_run_counts_are_consistent_and_skip_non_media(tmp_path, tiny):
     folder = tmp_path / "in"
     folder.mkdir()
     for k in range(3):
@@ -192,7 +192,7 @@ def test_folder_run_counts_are_consistent_and_skip_non_media(tmp_path, model_pat
     (folder / "bad.jpg").write_bytes(b"")
     out = folder / "out"  # inside the input tree: never read back
     for _ in range(2):
-        proc = run_in_process("run", folder, "-r", "--model", model_path, "--out", out, "--device", "cpu")
+        proc = run_in_process("run", folder, "-r", "--model", tiny, "--out", out, "--device", "cpu")
         assert proc.returncode == 1, proc.stderr
         assert "4 input(s): 3 ok, 1 failed, 2 non-media file(s) skipped" in proc.stdout
     assert not (out / "out").exists() and not list(out.glob("*_labels_labels.png"))

@@ -97,8 +97,8 @@ def bad_voc(tmp_path):
     )
 
 
-def test_bad_samples_are_counted_and_strict_stops(bad_voc, model_path):
-    proc = run_in_process("eval", model_path, "--data", bad_voc, "--resize", "none", "--json")
+def test_bad_samples_are_counted_and_strict_stops(bad_voc, tiny):
+    proc = run_in_process("eval", tiny, "--data", bad_voc, "--resize", "none", "--json")
     assert_clean_failure(
         proc,
         1,
@@ -109,13 +109,13 @@ def test_bad_samples_are_counted_and_strict_stops(bad_voc, model_path):
     )
     report = json.loads(proc.stdout)
     assert report["images"] == 1 and len(report["problems"]) == 3
-    strict = run_in_process("eval", model_path, "--data", bad_voc, "--resize", "none", "--strict")
+    strict = run_in_process("eval", tiny, "--data", bad_voc, "--resize", "none", "--strict")
     assert_clean_failure(strict, 1, "nomask: no mask")
     assert "smaller" not in strict.stderr
 
 
-def test_missing_split_file(tmp_path, model_path):
-    proc = run_in_process("eval", model_path, "--data", tmp_path)
+def test_missing_split_file(tmp_path, tiny):
+    proc = run_in_process("eval", tiny, "--data", tmp_path)
     assert_clean_failure(proc, 2, "val.txt not found")
 
 
@@ -200,9 +200,9 @@ def test_compare_cli_on_an_image_and_video_frames(tmp_path, model_path):
     assert json.loads(empty.stdout)["pixel_agreement"] is None  # JSON null, never NaN
 
 
-def test_eval_on_an_empty_split_is_json_null_never_nan(tmp_path, model_path):
+def test_eval_on_an_empty_split_is_json_null_never_nan(tmp_path, tiny):
     root = make_voc(tmp_path / "voc", {})
-    proc = run_in_process("eval", model_path, "--data", root, "--json", "--device", "cpu")
+    proc = run_in_process("eval", tiny, "--data", root, "--json", "--device", "cpu")
     assert_clean_failure(proc, 1, "no usable sample")
     assert "NaN" not in proc.stdout
     report = json.loads(proc.stdout)

@@ -22,6 +22,8 @@ from segtool.runtime.model import engines as E
 from segtool.runtime.model import segmenter as S
 from segtool.runtime.model.session import CPU, create_session
 
+pytestmark = pytest.mark.openvino
+
 try:
     import openvino as ov
 except ImportError:  # never a silent pass: CI installs the openvino extra

@@ -146,6 +146,7 @@ def deeplab5(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     return path, state
 
 
+@pytest.mark.slow  # exports a real network
 def test_two_class_fcn_finetune_exports_with_its_names(fcn2, tmp_path):
     path, state = fcn2
     classes = write(tmp_path / "road.txt", "background\nroad\n")
@@ -327,6 +328,7 @@ def test_probe_finds_the_multiple_a_network_needs():
         assert graph(torch.zeros(1, 3, 37, 53)).shape == (1, 2, 37, 53)
 
 
+@pytest.mark.slow  # exports a real network
 def test_smp_unet_exported_gated_and_run(tmp_path):
     import segmentation_models_pytorch as smp
 

@@ -18,6 +18,8 @@ from conftest import SEGTOOL, interrupt_segtool, run_segtool, scene, scene_video
 from PIL import Image
 from servers import free_port
 
+pytestmark = pytest.mark.ray
+
 RAY = str(Path(SEGTOOL).with_name("ray"))
 
 

@@ -39,6 +39,8 @@ from tiny import tiny_model  # noqa: E402
 from segtool.runtime import Segmenter  # noqa: E402
 from segtool.serve import ServeSettings, create_app  # noqa: E402
 
+pytestmark = pytest.mark.schemathesis
+
 MAX_EXAMPLES = 25  # generated requests per operation, on top of the examples and coverage cases
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance, negative_data_rejection]  # fmt: skip
