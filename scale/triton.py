@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,17 @@ from segtool.runtime.model.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
 
-TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(uint8)": "TYPE_UINT8",
-         "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32"}  # fmt: skip
+TYPES = {
+    "tensor(float)": "TYPE_FP32",
+    "tensor(float16)": "TYPE_FP16",
+    "tensor(uint8)": "TYPE_UINT8",
+    "tensor(int64)": "TYPE_INT64",
+    "tensor(int32)": "TYPE_INT32",
+}
+# A model's folder name: letters, digits, "_", "-" and ".", not first ("..", ".hidden", "-flag"), at most 255
+# bytes (one path component). Triton refuses "/" and ".." in a model name; this is narrower, and safe as a
+# folder name on any system and as a string in config.pbtxt.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 
 INSTANCES = "instance_group [\n  {{\n    count: {count}\n    kind: KIND_{kind}\n  }}\n]"
@@ -60,7 +70,22 @@ def _dims(shape, batched: bool) -> list[int]:
 
 def _tensor(node, batched: bool) -> str:
     dims = ", ".join(str(d) for d in _dims(node.shape, batched))
-    return f'  {{\n    name: "{node.name}"\n    data_type: {TYPES[node.type]}\n    dims: [ {dims} ]\n  }}'
+    return f"  {{\n    name: {json.dumps(node.name)}\n    data_type: {TYPES[node.type]}\n    dims: [ {dims} ]\n  }}"
+
+
+def model_name(seg: Segmenter, options: TritonOptions) -> str:
+    """The model's name in Triton and its folder in the repository: ``--name``, else the file's
+    ``segtool.model``. Either is refused unless it is a plain folder name (``MODEL_NAME``): a name
+    from a file is data, and ``../x``, an absolute path or a ``"`` must not decide where files go."""
+    name = options.name if options.name is not None else seg.meta.model
+    if MODEL_NAME.fullmatch(name):
+        return name
+    rule = 'letters, digits, "_", "-" and "." (not first), at most 255'
+    if options.name is not None:
+        raise UsageError(f"--name {name!r} cannot name a Triton model: use {rule}")
+    raise ModelError(
+        f"model name {name!r} (from the file's metadata) cannot name a Triton model: give one with --name ({rule})"
+    )
 
 
 def config_text(seg: Segmenter, options: TritonOptions) -> str:
@@ -72,17 +97,25 @@ def config_text(seg: Segmenter, options: TritonOptions) -> str:
     meta = seg.meta
     batched = options.max_batch_size > 0
     if batched and seg.fixed_batch is not None:  # Triton batches along a dimension the graph leaves open
-        log.warning("the graph takes batches of exactly %d: writing max_batch_size 0 (no batching by Triton)",
-                    seg.fixed_batch)  # fmt: skip
+        log.warning(
+            "the graph takes batches of exactly %d: writing max_batch_size 0 (no batching by Triton)", seg.fixed_batch
+        )
         if options.dynamic_batching:
-            raise UsageError(f"--dynamic-batching needs a graph with an open batch dimension (this one takes "
-                             f"batches of exactly {seg.fixed_batch}); use --max-batch 0")  # fmt: skip
+            raise UsageError(
+                "--dynamic-batching needs a graph with an open batch dimension (this one takes batches of "
+                f"exactly {seg.fixed_batch}); use --max-batch 0"
+            )
         batched = False
-    name = options.name or meta.model
-    lines = [f'name: "{name}"', 'backend: "onnxruntime"', f"max_batch_size: {options.max_batch_size if batched else 0}",
-             "input [\n" + ",\n".join(_tensor(i, batched) for i in seg.session.get_inputs()) + "\n]",
-             "output [\n" + ",\n".join(_tensor(o, batched) for o in seg.session.get_outputs()) + "\n]",
-             INSTANCES.format(count=options.instances, kind=options.kind.upper())]  # fmt: skip
+    inputs = ",\n".join(_tensor(i, batched) for i in seg.session.get_inputs())
+    outputs = ",\n".join(_tensor(o, batched) for o in seg.session.get_outputs())
+    lines = [
+        f"name: {json.dumps(model_name(seg, options))}",
+        'backend: "onnxruntime"',
+        f"max_batch_size: {options.max_batch_size if batched else 0}",
+        f"input [\n{inputs}\n]",
+        f"output [\n{outputs}\n]",
+        INSTANCES.format(count=options.instances, kind=options.kind.upper()),
+    ]
     if options.dynamic_batching:
         if not batched:
             raise UsageError("--dynamic-batching needs --max-batch N > 0")
@@ -108,7 +141,7 @@ def write_repository(model: Path, repo: Path, options: TritonOptions = TritonOpt
     missing = [str(model.parent / d) for d in data if not (model.parent / d).is_file()]
     if missing:
         raise ModelError(f"{model}: external data file {missing[0]} not found")
-    folder = repo / (options.name or seg.meta.model)
+    folder = repo / model_name(seg, options)
     version = folder / "1"
     try:
         version.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from segtool.runtime import Segmenter
 from segtool.runtime.errors import InputError, ModelError
@@ -99,8 +100,9 @@ def error(status: int, message: str, headers: dict | None = None) -> JSONRespons
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(model: str | Path | Segmenter, settings: ServeSettings = ServeSettings(),
-               device: str = "auto") -> FastAPI:  # fmt: skip
+def create_app(
+    model: str | Path | Segmenter, settings: ServeSettings = ServeSettings(), device: str = "auto"
+) -> FastAPI:
     """The service for one model (a path or an open ``Segmenter``)."""
     seg = model if isinstance(model, Segmenter) else Segmenter(model, device=device)
     service = Service(seg, settings)
@@ -156,6 +158,13 @@ def create_app(model: str | Path | Segmenter, settings: ServeSettings = ServeSet
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, exc: TooLarge):
         return error(413, str(exc))
+
+    # A client that goes away during its upload: one line, no traceback. Nobody reads the answer; its
+    # status is nginx's 499 ("client closed request"), counted in the metrics like any other.
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect):
+        log.warning("%s %s: the client left before its request body was read", request.method, request.url.path)
+        return Response(status_code=499)
 
     # FastAPI's and Starlette's own refusals (422 for a query parameter, 400 for a broken multipart body,
     # 404, 405) in the same {"error": str} form; a 422 keeps FastAPI's "detail" list as well

@@ -139,8 +139,8 @@ def test_page_is_self_contained(server):
     assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
 
 
-def test_api_key_required_except_health(model_path):
-    keyed = Server(model_path, "--api-key", "s3cret")
+def test_api_key_required_except_health(tiny):
+    keyed = Server(tiny, "--api-key", "s3cret")
     try:
         with keyed.client() as client:
             assert client.get("/v2/health/live").status_code == 200

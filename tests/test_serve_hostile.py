@@ -418,3 +418,26 @@ def test_an_overlay_jpeg_cannot_hold_is_400_not_500(server):
         mask = client.post("/v1/segment?output=mask", content=body)  # the same connection goes on
     assert_4xx_json(overlay, 400, "ask for output=labels or mask (PNG)")
     assert mask.status_code == 200 and mask.headers["content-type"] == "image/png"
+
+
+def test_a_client_that_leaves_mid_upload_is_one_log_line_not_a_traceback(tiny):
+    """Before: Starlette's ClientDisconnect escaped the body reading, and uvicorn logged "Exception in
+    ASGI application" with its whole traceback for each client that went away."""
+    running = Server(tiny)
+    try:
+        for path in ("/v1/segment", INFER):
+            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as conn:
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {1 << 20}\r\n\r\n"
+                )
+                conn.sendall(head.encode() + bytes(64 * 1024))
+                time.sleep(0.3)  # the application is reading the body
+        time.sleep(0.5)
+        with running.client() as client:
+            assert client.get("/v2/health/live").status_code == 200
+    finally:
+        code, log = running.stop()
+    assert code == 0, log
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log
+    left = [line for line in log.splitlines() if "left before its request body was read" in line]
+    assert len(left) == 2 and "/v1/segment" in left[0] and INFER in left[1], log

@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import assert_clean_failure, run_in_process, run_segtool
 from google.protobuf import text_format
-from tiny import tiny_model
+from tiny import tiny_model, tiny_props
 from tritonclient.grpc import model_config_pb2 as mc
 
 
@@ -62,3 +62,28 @@ def test_contradictory_flags_are_one_line(tmp_path, tiny):
     assert_clean_failure(proc, 2, "--tensorrt needs --kind gpu")
     proc = run_in_process("triton", tiny, "--repo", tmp_path / "r", "--max-batch", "0", "--dynamic-batching")
     assert_clean_failure(proc, 2, "--dynamic-batching needs --max-batch")
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/abs/path", 'a"b', "..", "a/b", "-x", "x y", ""])
+def test_a_model_name_that_is_no_folder_name_is_refused_and_nothing_is_written(tmp_path, name):
+    """The name from the file's metadata is data: before, ``../../escaped`` wrote outside --repo and
+    a ``"`` broke config.pbtxt."""
+    model = tiny_model(tmp_path / "named.onnx", tiny_props(model=name))
+    repo = tmp_path / "work" / "a" / "repo"
+    proc = run_in_process("triton", model, "--repo", repo, "--kind", "cpu", cwd=tmp_path)
+    assert_clean_failure(proc, 2, f"model name {name!r} (from the file's metadata) cannot name a Triton model")
+    assert "--name" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["named.onnx"]
+
+
+@pytest.mark.parametrize("name", ["../escaped", 'a"b', "."])
+def test_a_name_flag_that_is_no_folder_name_is_refused(tmp_path, tiny, name):
+    proc = run_in_process("triton", tiny, "--repo", tmp_path / "repo", "--name", name, "--kind", "cpu")
+    assert_clean_failure(proc, 2, f"--name {name!r} cannot name a Triton model")
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_dots_inside_a_name_are_fine(tmp_path, tiny):
+    proc = run_in_process("triton", tiny, "--repo", tmp_path / "repo", "--name", "fcn.v1-2_b", "--kind", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert parse(tmp_path / "repo" / "fcn.v1-2_b" / "config.pbtxt").name == "fcn.v1-2_b"

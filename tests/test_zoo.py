@@ -24,6 +24,10 @@ from segtool.runtime.model.session import create_session
 
 SMALL = ((1, 3, 64, 96),)
 PARITY_SHAPES = ((1, 3, 33, 47), (1, 3, 97, 61), (2, 3, 64, 80))
+# One ResNet and one MobileNet of the zoo beside fcn_resnet50 (tests/test_export.py): the other three
+# share their backbones and heads. All six are exported and timed by `segtool bench` in
+# docs/BENCHMARKS.md ("Choose a model"), and listed by `segtool models` below.
+SAMPLE = ("deeplabv3_resnet50", "lraspp_mobilenet_v3_large")
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +44,7 @@ def zoo(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", SAMPLE)
 def test_parity_with_pytorch_at_odd_sizes_and_a_batch(name, zoo):
     result = zoo(name)
     graph, _ = build_graph(name, "random", 0)
@@ -57,7 +61,7 @@ def test_parity_with_pytorch_at_odd_sizes_and_a_batch(name, zoo):
         assert parity.ratio is not None and parity.ratio < 0.5 and parity.agreement >= 0.999, (name, parity)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", SAMPLE)
 def test_metadata_carries_the_published_metrics(name, zoo):
     """torchvision's card, read from its weights enum at export time, travels in the file."""
     meta = Segmenter(zoo(name).path, device="cpu", warn_random=False).meta
@@ -144,7 +148,7 @@ def test_info_shows_no_published_metrics_for_random_weights(zoo):
     assert "57.9" not in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"])
+@pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_large"])
 def test_mobile_variants_run_on_the_cpu_provider(name, tmp_path, zoo):
     fp32 = Segmenter(zoo(name).path, device="cpu", warn_random=False)
     int8 = export_model(
