@@ -13,13 +13,16 @@ Ray manifest's row, so a plain run and a Ray run report the same records.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import json
 import logging
+import secrets
 import shutil
+import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,7 +39,6 @@ from segtool.runtime.files.images import (
     decoded_size,
     read_bytes,
     read_image,
-    temp_name,
     write_problem,
 )
 from segtool.runtime.files.pictures import IMAGE_OUTPUTS, VIDEO_OUTPUTS, Painter, output_paths, save_pictures
@@ -44,8 +46,8 @@ from segtool.runtime.files.sources import BAD, IMAGE, Discovery, Source, expand
 from segtool.runtime.files.video import VideoOutput, VideoSink, VideoSource
 from segtool.runtime.model.memory import MIN_TILE, auto_tile
 from segtool.runtime.model.postprocess import resize_labels
-from segtool.runtime.model.prefetch import Drain
-from segtool.runtime.model.preprocess import inference_size, resize_for_inference
+from segtool.runtime.model.prefetch import Behind, prefetch
+from segtool.runtime.model.preprocess import inference_size
 from segtool.runtime.model.runner import Runner, Size
 
 log = logging.getLogger(__name__)
@@ -117,15 +119,31 @@ class Result:
 
     def row(self) -> dict:
         """The manifest row: nested values as JSON text, no error as None."""
-        return {"source": self.input, "kind": self.kind, "outputs": json.dumps(self.outputs), "width": self.width,
-                "height": self.height, "frames": self.frames, "classes": json.dumps(self.classes),
-                "seconds": self.seconds, "error": self.error or None}  # fmt: skip
+        return {
+            "source": self.input,
+            "kind": self.kind,
+            "outputs": json.dumps(self.outputs),
+            "width": self.width,
+            "height": self.height,
+            "frames": self.frames,
+            "classes": json.dumps(self.classes),
+            "seconds": self.seconds,
+            "error": self.error or None,
+        }
 
     @classmethod
     def from_row(cls, row: dict) -> Result:
-        return cls(str(row["source"]), row["kind"], int(row["width"]), int(row["height"]), int(row["frames"]),
-                   float(row["seconds"]), json.loads(row["classes"] or "{}"), json.loads(row["outputs"] or "{}"),
-                   error=row["error"] or "")  # fmt: skip
+        return cls(
+            str(row["source"]),
+            row["kind"],
+            int(row["width"]),
+            int(row["height"]),
+            int(row["frames"]),
+            float(row["seconds"]),
+            json.loads(row["classes"] or "{}"),
+            json.loads(row["outputs"] or "{}"),
+            error=row["error"] or "",
+        )
 
 
 @dataclass
@@ -191,9 +209,15 @@ def load(data: bytes | str, options: JobOptions, name: str = "", stem: str = "im
     return Decoded(image, decoded_size(data, image), name or "image", stem)
 
 
-def process(seg: Runner, item: Source | Decoded | bytes, options: JobOptions = JobOptions(),
-            out_dir: Path | None = None, painter: Painter | None = None,
-            on_frame: FrameCallback | None = None, kinds: tuple[str, ...] | None = None) -> Result:  # fmt: skip
+def process(
+    seg: Runner,
+    item: Source | Decoded | bytes,
+    options: JobOptions = JobOptions(),
+    out_dir: Path | None = None,
+    painter: Painter | None = None,
+    on_frame: FrameCallback | None = None,
+    kinds: tuple[str, ...] | None = None,
+) -> Result:
     """The one job entry: one input (a discovered source, encoded bytes, or an image already
     decoded) segmented, its pictures composed and, with ``out_dir``, written; without ``out_dir``
     the labels and pictures stay in the result. ``InputError``/``OutputError`` if it cannot be done."""
@@ -224,8 +248,9 @@ def process(seg: Runner, item: Source | Decoded | bytes, options: JobOptions = J
     return result
 
 
-def segment_image(seg: Runner, source: Source, out_dir: Path, options: JobOptions = JobOptions(),
-                  painter: Painter | None = None) -> Result:  # fmt: skip
+def segment_image(
+    seg: Runner, source: Source, out_dir: Path, options: JobOptions = JobOptions(), painter: Painter | None = None
+) -> Result:
     """Read, segment and write one still image; the time includes reading and decoding."""
     started = time.perf_counter()
     result = process(seg, source, options, out_dir, painter)
@@ -234,37 +259,63 @@ def segment_image(seg: Runner, source: Source, out_dir: Path, options: JobOption
 
 
 class _FramesFolder:
-    """<stem>_frames/ with one label PNG per frame, built beside the old one and swapped in whole."""
+    """<stem>_frames/ with one label PNG per frame: written in a hidden folder beside it, then moved
+    into place whole (the old one moved aside first, then removed). As a ``with`` block, a folder
+    not committed is removed."""
 
     def __init__(self, target: Path):
         self.target = target
-        self.temp = temp_name(target)  # this run's own: a concurrent run into the same folder has another
-        self.temp.mkdir(parents=True)
+        self.temp = target.parent / f".segtool-{secrets.token_hex(8)}.partial"
+        try:
+            self.temp.mkdir(parents=True)  # never one that was there; the umask's permissions, as mkdir gives
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {write_problem(exc)}") from None
 
     def path(self, index: int) -> Path:
         return self.temp / f"{index:06d}_labels.png"
 
     def commit(self) -> str:
-        """Swap the finished folder in; when another run swaps its own in at the same moment, the
-        last to finish wins, whole."""
-        for _ in range(20):
-            old = temp_name(self.target)
-            try:
-                self.target.rename(old)
-            except FileNotFoundError:
-                pass
-            try:
-                self.temp.rename(self.target)
-                return str(self.target)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise OutputError(f"cannot write {self.target}: {write_problem(exc)}") from None
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
-        raise OutputError(f"cannot write {self.target}: other runs kept replacing it")
+        """Move the finished folder into place. When another run commits the same folder at the same
+        moment, one of the two folders is kept, whole."""
+        aside = Path(tempfile.mkdtemp(prefix=".segtool-", suffix=".old", dir=self.target.parent))
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                self.target.rename(aside / self.target.name)
+            self.temp.rename(self.target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise OutputError(f"cannot write {self.target}: {write_problem(exc)}") from None
+            log.info("%s: another run wrote it at the same moment; that folder is kept", self.target)
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+        return str(self.target)
 
     def discard(self) -> None:
         shutil.rmtree(self.temp, ignore_errors=True)
+
+    def __enter__(self) -> _FramesFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+Timed = tuple[float, np.ndarray]  # a frame and the time it is shown at (seconds from the first frame)
+
+
+def _batches(frames: Iterable[Timed], size: int) -> Iterator[list[Timed]]:
+    """Consecutive frames of one shape, at most ``size`` a batch."""
+    for _, same in itertools.groupby(frames, key=lambda timed: timed[1].shape):
+        while batch := list(itertools.islice(same, size)):
+            yield batch
+
+
+def _at_size(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``frame`` at width x height (area averaging to shrink, bilinear to enlarge)."""
+    if frame.shape[1::-1] == (width, height):
+        return frame
+    shrink = width * height < frame.shape[0] * frame.shape[1]
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def segment_video(
@@ -275,102 +326,96 @@ def segment_video(
     painter: Painter | None = None,
     on_frame: FrameCallback | None = None,
 ) -> Result:
-    """Segment every frame of a video, stream or camera and write the chosen videos.
+    """Segment every frame of a video, stream or camera and write the chosen videos, in three stages:
 
-    Decoding (FFmpeg's threads) and the one resize to inference size run ahead of inference
-    (``Segmenter.segment_stream``); labels come back at inference size and are scaled once, to
-    the output size (``options.video_output.size``, default the input's) that pictures are painted
-    and encoded at, behind inference on a writer thread. Label PNGs (``--frames``) keep the input's
-    size. Ctrl-C or SIGTERM stops early with the frames done finalized.
+    1. decode (on FFmpeg's threads) and preprocess: each frame scaled once to the output size
+       (``options.video_output.size``, default the input's) and once to the inference size, on a
+       worker thread a few frames ahead (``prefetch``);
+    2. infer, ``options.batch`` frames a call, on this thread; labels scaled to the output size;
+    3. paint and encode at the output size, and write label PNGs at the input's size (``labels``),
+       on a worker thread a few frames behind (``Behind``).
+
+    Frames keep their times from the input, so the copied sound stays in sync. Ctrl-C or SIGTERM
+    stops early with the frames done finalized. Whatever goes wrong, no thread, open file or
+    temporary file or folder is left behind.
     """
     started = time.perf_counter()
     painter = painter or Painter(seg.meta, options.alpha)
+    kinds, encoding = options.video_kinds, options.video_output
+    max_size = options.max_size if options.max_size or options.size else options.video_max_size
     counts = np.zeros(len(seg.meta.classes), np.int64)
-    encoding = options.video_output
-    with VideoSource(source.location, options.max_pixels, encoding.threads) as video:
-        total = (
-            video.frame_count
-            if not options.max_frames
-            else min(video.frame_count or options.max_frames, options.max_frames)
-        )
+    written = 0
+    with contextlib.ExitStack() as cleanup:
+        video = cleanup.enter_context(VideoSource(source.location, options.max_pixels, encoding.threads))
         out_w, out_h = encoding.size or (video.width, video.height)
-        targets = output_paths(out_dir, source.stem, options.video_kinds, VIDEO_OUTPUTS)
-        sink = VideoSink(targets, video.fps, encoding, video.audio)
-        frames_dir = _FramesFolder(out_dir / f"{source.stem}_frames") if "labels" in options.video_kinds else None
-        max_size = options.max_size if options.max_size or options.size else options.video_max_size
-        infer_at = getattr(seg, "fixed_size", None) or options.size
-        shown: deque[np.ndarray] = deque()  # frames at the output size, waiting for their labels (in order)
-        index = 0
+        targets = output_paths(out_dir, source.stem, kinds, VIDEO_OUTPUTS)
+        sink = cleanup.enter_context(VideoSink(targets, video.fps, encoding, video.audio, video.time_base))
+        folder = cleanup.enter_context(_FramesFolder(out_dir / f"{source.stem}_frames")) if "labels" in kinds else None
 
-        def decoded() -> Iterator[np.ndarray]:
-            """Frames at inference size for the model (on the prefetch thread), each resized once
-            from the decoded frame; the frame at the output size waits in ``shown``."""
-            for frame in video.frames(options.max_frames):
-                height, width = frame.shape[:2]
-                if (width, height) == (out_w, out_h):
-                    shown.append(frame)
-                else:
-                    smaller = out_w * out_h < width * height
-                    shown.append(cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA if smaller else
-                                            cv2.INTER_LINEAR))  # fmt: skip
-                yield resize_for_inference(frame, max_size, infer_at)
+        def preprocess(batch: list[Timed]) -> tuple[list[float], list[np.ndarray], np.ndarray]:
+            """The frames' times, the frames at the output size, and the model's input."""
+            times = [when for when, _ in batch]
+            frames = [frame for _, frame in batch]
+            shown = [_at_size(frame, out_w, out_h) for frame in frames]
+            return times, shown, seg.prepare(frames, "bgr", max_size, options.size)
 
-        def write(item: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-            nonlocal index
-            frame, labels, inferred = item  # labels at the output size; inferred: at inference size
-            pictures = painter.compose(frame, labels, options.video_kinds)
-            sink.write(pictures)
-            if frames_dir:
+        def paint(item: tuple[float, np.ndarray, np.ndarray, np.ndarray]) -> None:
+            nonlocal written
+            when, frame, labels, inferred = item  # labels at the output size; inferred: at inference size
+            pictures = painter.compose(frame, labels, kinds)
+            sink.write(pictures, when)
+            if folder:
                 pictures["labels"] = resize_labels(inferred, video.height, video.width)
-                save_pictures(painter, pictures, {"labels": frames_dir.path(index)})
+                save_pictures(painter, pictures, {"labels": folder.path(written)})
             counts[:] += class_counts(inferred, len(counts))[: len(counts)]
-            index += 1
+            written += 1
 
-        writer = Drain(write)
-        interrupted, failure, done = "", None, 0
-        stream = seg.segment_stream(decoded(), "bgr", max_size, infer_at, options.batch)
+        painting = cleanup.enter_context(Behind(paint))
+        ready = cleanup.enter_context(
+            contextlib.closing(prefetch(_batches(video.timed_frames(options.max_frames), options.batch), preprocess))
+        )
+        total = min((n for n in (video.frame_count, options.max_frames) if n), default=None)
+        stop: KeyboardInterrupt | SegtoolError | None = None  # what ended the video early, if anything did
+        done = 0
         try:
-            for _, inferred in stream:
-                frame = shown.popleft()
-                labels = resize_labels(inferred, out_h, out_w)
-                writer.put((frame, labels, inferred))
-                done += 1
-                if on_frame:
-                    on_frame(done, total, frame, labels)
-        except KeyboardInterrupt as exc:
-            interrupted = interrupt_name(exc)
-        except SegtoolError as exc:
-            failure = exc
-        finally:
-            stream.close()
-        try:
-            writer.close()
-            if failure and not index:
-                raise failure
-            outputs = sink.close()
-            if frames_dir:
-                outputs["labels"] = frames_dir.commit()
-        except BaseException:
-            sink.discard()
-            if frames_dir:
-                frames_dir.discard()
-            raise
-        ended_early = video.ended_early and not (options.max_frames or interrupted)
+            for times, shown, tensor in ready:
+                inferred = seg.labels_at(seg.run(tensor), *tensor.shape[2:])
+                for when, frame, small in zip(times, shown, inferred):
+                    labels = resize_labels(small, out_h, out_w)
+                    painting.put((when, frame, labels, small))
+                    done += 1
+                    if on_frame:
+                        on_frame(done, total, frame, labels)
+        except (KeyboardInterrupt, SegtoolError) as exc:
+            stop = exc
+        ready.close()  # decoding stops here
+        painting.wait()  # raises what painting or encoding raised, even where a ``put`` raised it first
+        if stop and not written:
+            raise stop  # no frame to keep
+        outputs = sink.close()
+        if folder:
+            outputs["labels"] = folder.commit()
+    interrupted = interrupt_name(stop) if isinstance(stop, KeyboardInterrupt) else ""
+    error = str(stop) if isinstance(stop, SegtoolError) else ""
+    if not error and video.ended_early and not (options.max_frames or interrupted):
         of = f" of {video.frame_count}" if video.frame_count else ""
         why = video.failure or "a frame failed to decode, or the file is cut"
-        cut = f"{source}: stopped after {video.frames_read}{of} frames ({why})"
-        error = str(failure) if failure else cut if ended_early else ""
-        return Result(str(source), "video", video.width, video.height, index, round(time.perf_counter() - started, 3),
-                      shares_from_counts(counts, seg.meta.classes), outputs, fps_in=float(video.fps),
-                      interrupted=interrupted, error=error)  # fmt: skip
+        error = f"{source}: stopped after {video.frames_read}{of} frames ({why})"
+    result = Result(str(source), "video", video.width, video.height, written, outputs=outputs, error=error)
+    result.seconds = round(time.perf_counter() - started, 3)
+    result.classes = shares_from_counts(counts, seg.meta.classes)
+    result.fps_in = float(video.fps)
+    result.interrupted = interrupted
+    return result
 
 
 def outputs_complete(source: Source, out_dir: Path, options: JobOptions) -> bool:
     """Every output of ``source`` is already there (writes are atomic, so present means whole)."""
     if source.kind == BAD or source.live:
         return False
-    kinds, suffixes = (options.image_kinds, IMAGE_OUTPUTS) if source.kind == IMAGE else (options.video_kinds,
-                                                                                            VIDEO_OUTPUTS)  # fmt: skip
+    kinds, suffixes = (
+        (options.image_kinds, IMAGE_OUTPUTS) if source.kind == IMAGE else (options.video_kinds, VIDEO_OUTPUTS)
+    )
     paths = list(output_paths(out_dir, source.stem, kinds, suffixes).values())
     if source.kind != IMAGE and "labels" in kinds:
         paths.append(out_dir / f"{source.stem}_frames")

@@ -66,7 +66,7 @@ def test_opencv_frame_and_same_pixels_as_rgb_give_identical_labels(tmp_path, seg
     assert not np.array_equal(segmenter.prepare([decoded[0]], "bgr"), segmenter.prepare([decoded[0]], "rgb"))
 
 
-def test_folder_with_bad_files_goes_on_and_lists_them(tmp_path, model_path):
+def test_folder_with_bad_files_goes_on_and_lists_them(tmp_path, tiny):
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     cv2.imwrite(str(folder / "a.jpg"), scene(30, 40, 1))
@@ -76,7 +76,7 @@ def test_folder_with_bad_files_goes_on_and_lists_them(tmp_path, model_path):
     (folder / "cut.jpg").write_bytes(whole[: len(whole) // 2])
     (folder / "notes.txt").write_text("shopping list\n")
     out = tmp_path / "out"
-    proc = run_in_process("run", folder, "--recursive", "--model", model_path, "--out", out, "--json")
+    proc = run_in_process("run", folder, "--recursive", "--model", tiny, "--out", out, "--json")
     assert_clean_failure(proc, 1, "empty.png: empty file", "cut.jpg: truncated JPEG", "2 of 4 input(s) failed")
     assert "notes.txt" not in proc.stderr  # not media: skipped and counted, not a failure
     summary = json.loads(proc.stdout)
@@ -111,30 +111,30 @@ def test_expand_detects_kinds_globs_and_folders(tmp_path):
     assert items[3].live and items[5].live and items[5].location == 0 and not items[0].live
 
 
-def test_stream_url_opened_through_opencv(tmp_path, model_path):
+def test_stream_url_opened_through_opencv(tmp_path, tiny):
     source = tmp_path / "cam.mp4"
     make_video(source, frames=4)
-    proc = run_in_process("run", f"file://{source}", "--model", model_path, "--out", tmp_path / "o", "--quiet")
+    proc = run_in_process("run", f"file://{source}", "--model", tiny, "--out", tmp_path / "o", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert len(read_video(tmp_path / "o" / "cam_overlay.mp4")[0]) == 4
 
 
-def test_unopenable_camera_and_corrupt_video_are_clear_errors(tmp_path, model_path):
+def test_unopenable_camera_and_corrupt_video_are_clear_errors(tmp_path, tiny):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    proc = run_in_process("run", bad, "--camera", "57", "--model", model_path, "--out", tmp_path / "o")
+    proc = run_in_process("run", bad, "--camera", "57", "--model", tiny, "--out", tmp_path / "o")
     assert_clean_failure(proc, 1, "broken.mp4: cannot open", "camera 57: cannot open", "2 of 2 input(s) failed")
     assert not list((tmp_path / "o").iterdir())  # nothing half-written
 
 
-def test_show_without_gui_is_one_line(tmp_path, model_path):
+def test_show_without_gui_is_one_line(tmp_path, tiny):
     from segtool.cli.common import gui_available
 
     source = tmp_path / "a.png"
     cv2.imwrite(str(source), scene(8, 8))
     if gui_available():  # a desktop OpenCV build: nothing to refuse here
         return
-    proc = run_in_process("run", source, "--model", model_path, "--show")
+    proc = run_in_process("run", source, "--model", tiny, "--show")
     assert_clean_failure(proc, 2, "--show needs OpenCV with GUI support")
 
 

@@ -115,8 +115,10 @@ _TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90
 class VideoSource:
     """An opened video file, stream URL or camera: its displayed size, fps and (if known) length.
 
-    Frames come out as BGR arrays, upright. ``close()`` may be called from another thread while
-    frames are being decoded: decoding and closing take turns.
+    Frames come out as BGR arrays, upright, with the time each is shown at (``timed_frames``), counted
+    from the first frame: a variable frame rate, or frames missing from the file, keeps its timing.
+    ``close()`` may be called from another thread while frames are being decoded: decoding and
+    closing take turns.
     """
 
     def __init__(self, location: str | int, max_pixels: int | None = DEFAULT_MAX_PIXELS, threads: int | None = None):
@@ -132,16 +134,18 @@ class VideoSource:
         self.frames_read = 0
         self.frame_count: int | None = None
         self.fps = DEFAULT_FPS
+        self.time_base: Fraction | None = None  # of the input's frame times, where it has them
         self.width = self.height = 0
+        self.start = 0.0  # the first frame's time in the input (seconds): time 0 of the frames
         self._lock = threading.RLock()
-        self._first: np.ndarray | None = None
+        self._first: tuple[float, np.ndarray] | None = None
         self._decoded: Iterator[av.VideoFrame] = iter(())
         self._time = 0.0  # the last decoded frame's time in the input (seconds)
         if isinstance(location, str) and not self.live:
             if problem := regular_file_problem(Path(location)):
                 raise InputError(f"{self.name}: {problem}")  # a FIFO or device is never opened
             with open(location, "rb") as file:  # an animated GIF's canvas is allocated when it opens
-                self._check_size(header_size(file.read(1 << 16)))
+                self._check_size(header_size(file))
         if isinstance(location, int):
             self._open_camera(location, threads)
         else:
@@ -149,8 +153,9 @@ class VideoSource:
 
     def _open(self, location: str, threads: int | None, format: str | None = None) -> None:
         try:
-            container = av.open(location, format=format, metadata_errors="replace",
-                                timeout=(15.0, 30.0) if self.live else None)  # fmt: skip
+            container = av.open(
+                location, format=format, metadata_errors="replace", timeout=(15.0, 30.0) if self.live else None
+            )
         except Exception as exc:  # FFmpeg's errors, or OSError for a path
             raise InputError(
                 f"{self.name}: cannot open (not an image or a video FFmpeg can decode, corrupt, or unreachable: "
@@ -171,22 +176,24 @@ class VideoSource:
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 0.0
             self.frame_count = stream.frames if stream.frames > 0 and not self.live else None
+            self.time_base = stream.time_base
             self._decoded = container.decode(stream)
         except Exception as exc:  # a header FFmpeg read but cannot use
             self.close()
             raise InputError(f"{self.name}: cannot open ({_first_line(exc)})") from None
         self.fps = fps if 0 < fps < 1000 else DEFAULT_FPS
-        # The first frame tells the displayed size (rotation is frame side data in FFmpeg 7+).
+        # The first frame tells the displayed size (rotation is frame side data in FFmpeg 7+) and time 0.
         with self._lock:
-            first, when = self._decode(), self._time
+            first = self._decode()
         if first is None:
             self.close()
             raise InputError(f"{self.name}: no frame could be decoded" + (f" ({self.failure})" if self.failure else ""))
-        self._first = first
-        self.height, self.width = first.shape[:2]
+        self.start, image = first  # its time in the input, as ``start`` was 0 until now
+        self._first = (0.0, image)
+        self.height, self.width = image.shape[:2]
         if container.streams.audio and not self.live:
             audio = container.streams.audio[0]
-            self.audio = AudioInput(location, audio.index, audio.codec_context.name, when)
+            self.audio = AudioInput(location, audio.index, audio.codec_context.name, self.start)
 
     def _open_camera(self, index: int, threads: int | None) -> None:
         """V4L2 through PyAV where the device exists, else OpenCV (which knows every platform's cameras)."""
@@ -212,8 +219,9 @@ class VideoSource:
         self.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self._check_size((self.width, self.height))
 
-    def _decode(self) -> np.ndarray | None:
-        """The next frame, BGR and upright, or None at the end (or where a frame fails to decode)."""
+    def _decode(self) -> tuple[float, np.ndarray] | None:
+        """The next frame's time and picture (BGR, upright), or None at the end (or where a frame fails
+        to decode). A frame without a time is shown one frame after the one before it."""
         if self.container is None:
             return None
         try:
@@ -221,7 +229,7 @@ class VideoSource:
             if frame is None:
                 return None
             self._check_size((frame.width, frame.height))  # a stream may change size mid-way
-            self._time = float(frame.time) if frame.time is not None else 0.0
+            self._time = float(frame.time) if frame.time is not None else self._time + 1 / self.fps
             image = frame.to_ndarray(format="bgr24")
             self.rotation = round(frame.rotation / 90) % 4 * 90
         except InputError:
@@ -230,9 +238,9 @@ class VideoSource:
             self.failure = f"frame {self.frames_read} cannot be decoded ({_first_line(exc)})"
             return None
         turn = _TURNS.get(self.rotation // 90)
-        return image if turn is None else cv2.rotate(image, turn)
+        return self._time - self.start, (image if turn is None else cv2.rotate(image, turn))
 
-    def _read(self) -> np.ndarray | None:
+    def _read(self) -> tuple[float, np.ndarray] | None:
         if self._first is not None:
             first, self._first = self._first, None
             return first
@@ -245,10 +253,14 @@ class VideoSource:
         if not ok:
             return None
         self._check_size((frame.shape[1], frame.shape[0]))
-        return frame
+        return self.frames_read / self.fps, frame
 
     def frames(self, limit: int | None = None) -> Iterator[np.ndarray]:
         """BGR frames until the end (or ``limit``); a video that yields none is an error."""
+        return (image for _, image in self.timed_frames(limit))
+
+    def timed_frames(self, limit: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
+        """(seconds from the first frame, BGR frame) until the end (or ``limit``), as ``frames``."""
         while limit is None or self.frames_read < limit:
             with self._lock:
                 frame = self._read()
@@ -263,8 +275,10 @@ class VideoSource:
         """Frames above the pixel limit are refused, as still images are."""
         if self.max_pixels and size and size[0] * size[1] > self.max_pixels:
             self.close()
-            raise InputError(f"{self.name}: frames of {size[0]}x{size[1]} are {size[0] * size[1] / 1e6:.0f} MP, over "
-                             f"the {self.max_pixels / 1e6:g} MP limit (--max-pixels; 0 = no limit)")  # fmt: skip
+            raise InputError(
+                f"{self.name}: frames of {size[0]}x{size[1]} are {size[0] * size[1] / 1e6:.0f} MP, over "
+                f"the {self.max_pixels / 1e6:g} MP limit (--max-pixels; 0 = no limit)"
+            )
 
     @property
     def ended_early(self) -> bool:
@@ -299,8 +313,10 @@ def refuse_unsafe_container(path: str, name: str) -> None:
     try:
         av.open(path, options={"format_whitelist": UPLOAD_FORMATS, "protocol_whitelist": "file"}).close()
     except Exception as exc:  # FFmpeg's errors
-        raise InputError(f"{name}: not a video in a container the server takes (MP4/MOV, Matroska/WebM, AVI, "
-                         f"GIF, MPEG-TS, FLV, IVF, Ogg): {_first_line(exc).replace(path, name)}") from None  # fmt: skip
+        raise InputError(
+            f"{name}: not a video in a container the server takes (MP4/MOV, Matroska/WebM, AVI, "
+            f"GIF, MPEG-TS, FLV, IVF, Ogg): {_first_line(exc).replace(path, name)}"
+        ) from None
 
 
 def _nvidia_present() -> bool:
@@ -366,8 +382,8 @@ def encoder_options(encoder: str, quality: int, preset: str) -> dict[str, str]:
     if encoder.endswith("_nvenc"):  # p1 (fastest) .. p7
         return {"preset": f"p{min(7, 1 + speed * 7 // len(PRESETS))}", "rc": "vbr", "cq": str(quality), "b": "0"}
     if encoder == "libvpx-vp9":  # cpu-used 8 (fastest) .. 0; realtime deadline for the fast ones
-        return {"crf": str(quality), "b": "0", "cpu-used": str(max(0, 8 - speed)), "row-mt": "1",
-                "deadline": "realtime" if speed <= 3 else "good"}  # fmt: skip
+        deadline = "realtime" if speed <= 3 else "good"
+        return {"crf": str(quality), "b": "0", "cpu-used": str(max(0, 8 - speed)), "row-mt": "1", "deadline": deadline}
     return {}
 
 
@@ -377,7 +393,11 @@ class _AudioCopy:
     def __init__(self, audio: AudioInput, output: av.container.OutputContainer):
         self.container = av.open(audio.path, metadata_errors="replace")
         self.input = self.container.streams[audio.index]
-        self.stream = output.add_stream_from_template(self.input)
+        try:
+            self.stream = output.add_stream_from_template(self.input)
+        except BaseException:
+            self.container.close()
+            raise
         base = self.input.time_base or Fraction(1, 1000)
         self.base = float(base)
         self.shift = round(audio.start / self.base) if audio.start > 0 else 0  # ticks: the first frame is time 0
@@ -418,24 +438,29 @@ class _AudioCopy:
 
 
 class _Encoder:
-    """One output video: the container, its encoder and, optionally, the input's audio."""
+    """One output video: the container, its encoder and, optionally, the input's audio. Each picture
+    is shown at the time it is given, in ticks of the input's time base where the encoder takes it."""
 
-    def __init__(self, temp: Path, target: Path, shape: tuple[int, ...], fps: float, output: VideoOutput,
-                 encoder: str, audio: AudioInput | None):  # fmt: skip
+    def __init__(self, sink: VideoSink, temp: Path, target: Path, shape: tuple[int, ...], audio: AudioInput | None):
         height, width = shape[:2]
         self.shape = (height, width)
         self.pad = (height % 2, width % 2)  # 4:2:0 needs even sizes: one more row/column, repeated
         self.size = (width + self.pad[1], height + self.pad[0])
         if any(self.pad):
             edges = " and ".join(edge for edge, p in zip(("row", "column"), self.pad) if p)
-            log.warning("%s: pictures of %dx%d are encoded as %dx%d, the last %s repeated (4:2:0 video needs "
-                        "even sizes)", target.name, width, height, *self.size, edges)  # fmt: skip
-        self.rate = Fraction(fps).limit_denominator(1001)
-        self.count = 0
+            encoded = f"pictures of {width}x{height} are encoded as {self.size[0]}x{self.size[1]}"
+            log.warning("%s: %s, the last %s repeated (4:2:0 video needs even sizes)", target.name, encoded, edges)
+        output = sink.output
+        self.rate = Fraction(sink.fps).limit_denominator(1001)
+        self.time_base = sink.time_base or 1 / self.rate
+        if output.codec == "mpeg4" and self.time_base.denominator > 65535:  # the most MPEG-4 part 2 takes
+            self.time_base = Fraction(1, 60000)
+        self.pts = -1  # the last picture's
+        self.end = 0.0  # when the last picture ends (seconds): the sound is copied up to there
         self.audio: _AudioCopy | None = None
         quality = output.quality if output.quality is not None else QUALITY[output.codec][0]
         cpu = ENCODERS[output.codec][1]
-        candidates = [encoder] if encoder == cpu else [encoder, cpu]
+        candidates = [sink.encoder] if sink.encoder == cpu else [sink.encoder, cpu]
         for k, encoder in enumerate(candidates):
             try:
                 self._open(temp, target, encoder, quality, output, audio)
@@ -446,8 +471,9 @@ class _Encoder:
                     raise
                 log.warning("%s failed to start (%s): encoding with %s", encoder, exc, candidates[k + 1])
 
-    def _open(self, temp: Path, target: Path, encoder: str, quality: int, output: VideoOutput,
-              audio: AudioInput | None) -> None:  # fmt: skip
+    def _open(
+        self, temp: Path, target: Path, encoder: str, quality: int, output: VideoOutput, audio: AudioInput | None
+    ) -> None:
         """Open the container and the encoder, with the input's audio if the container takes it; an
         audio stream that stops the file from starting is left out (one warning), never the video."""
         mp4 = target.suffix.lower() in _MP4_LIKE
@@ -467,6 +493,7 @@ class _Encoder:
                 stream.pix_fmt = "yuv420p"
                 context = stream.codec_context
                 context.thread_count = codec_threads(output.threads)
+                context.time_base = self.time_base
                 # OpenCV's BGR -> I420 conversion (``write``) is BT.601 with video range: say so.
                 context.colorspace, context.color_range, context.color_primaries, context.color_trc = 6, 1, 6, 6
                 if encoder == "mpeg4":
@@ -477,44 +504,44 @@ class _Encoder:
                 self.audio = _AudioCopy(audio, self.container) if audio and with_audio else None
                 self.container.start_encoding()
             except Exception as exc:
-                self._drop(temp)
+                self.abandon()
+                temp.unlink(missing_ok=True)
                 if with_audio:
                     left_out = _first_line(exc)
                     continue
                 reason = getattr(exc, "strerror", None) or _first_line(exc)
-                raise UnencodableSize(f"cannot write {target}: the {encoder} encoder cannot take {self.size[0]}x"
-                                      f"{self.size[1]} pictures ({reason})") from None  # fmt: skip
+                raise UnencodableSize(
+                    f"cannot write {target}: the {encoder} encoder cannot take {self.size[0]}x{self.size[1]} "
+                    f"pictures ({reason})"
+                ) from None
             if left_out and audio:
                 log.warning("%s: the input's audio (%s) is left out (%s)", target.name, audio.codec, left_out)
             return
 
-    def _drop(self, temp: Path) -> None:
-        self.abandon()
-        temp.unlink(missing_ok=True)
-
-    def write(self, picture: np.ndarray) -> None:
+    def write(self, picture: np.ndarray, seconds: float) -> None:
         if picture.shape[:2] != self.shape:  # a stream that changed size mid-way: kept at the first size
             picture = cv2.resize(picture, self.shape[::-1], interpolation=cv2.INTER_AREA)
         if any(self.pad):
             picture = cv2.copyMakeBorder(picture, 0, self.pad[0], 0, self.pad[1], cv2.BORDER_REPLICATE)
         yuv = np.asarray(cv2.cvtColor(picture, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)  # BT.601, video range
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts, frame.time_base = self.count, 1 / self.rate
+        self.pts = max(self.pts + 1, round(seconds / self.time_base))  # encoders want them increasing
+        frame.pts, frame.time_base = self.pts, self.time_base
         self.container.mux(self.stream.encode(frame))
-        self.count += 1
+        self.end = float(self.pts * self.time_base + 1 / self.rate)
         if self.audio is not None:
-            self.audio.until(float(self.count / self.rate), self.container.mux_one)
+            self.audio.until(self.end, self.container.mux_one)
 
     def finish(self) -> None:
         """Flush the encoder, the sound up to the end of the last frame, and the index (moved to the front)."""
         self.container.mux(self.stream.encode(None))
         if self.audio is not None:
-            self.audio.until(float(self.count / self.rate), self.container.mux_one)
-            self.audio.close()
-            self.audio = None
+            self.audio.until(self.end, self.container.mux_one)
         self.container.close()
+        self.abandon()
 
     def abandon(self) -> None:
+        """Close the input's audio and the container, whatever state they are in (again is harmless)."""
         if self.audio is not None:
             self.audio.close()
             self.audio = None
@@ -535,40 +562,51 @@ def _problem(exc: BaseException) -> str:
 class VideoSink:
     """One video file per picture kind, e.g. {"overlay": out/x_overlay.mp4}, all of one frame rate.
 
-    Frame sizes are fixed by the first picture of each kind. ``audio``: the input's sound, copied
-    into the overlay and side-by-side videos.
+    Frame sizes are fixed by the first picture of each kind; each picture is shown at the time given
+    with it (seconds; by default one frame after the one before), in ticks of ``time_base``. ``audio``:
+    the input's sound, copied into the overlay and side-by-side videos. As a ``with`` block, whatever
+    is not closed is discarded.
     """
 
-    def __init__(self, targets: dict[str, Path], fps: float, output: VideoOutput = VideoOutput(),
-                 audio: AudioInput | None = None):  # fmt: skip
+    def __init__(
+        self,
+        targets: dict[str, Path],
+        fps: float,
+        output: VideoOutput = VideoOutput(),
+        audio: AudioInput | None = None,
+        time_base: Fraction | None = None,
+    ):
         self.targets = targets
         self.fps = fps
         self.output = output
         self.audio = audio
-        self.temp = {kind: temp_name(path, path.suffix) for kind, path in targets.items()}
+        self.time_base = time_base
+        self.temp: dict[str, Path] = {}  # kind -> the hidden file it is written to, until it is moved into place
         self.writers: dict[str, _Encoder] = {}
         self.frames = 0
         # Chosen now, on the caller's thread: the NVENC probe is a real encode, done once per process.
         self.encoder = choose_encoder(output.codec) if targets else ENCODERS[output.codec][1]
 
-    def write(self, pictures: dict[str, np.ndarray]) -> None:
+    def write(self, pictures: dict[str, np.ndarray], seconds: float | None = None) -> None:
+        seconds = self.frames / self.fps if seconds is None else seconds
         for kind, target in self.targets.items():
-            picture = pictures[kind]
             try:
-                writer = self.writers.get(kind)
-                if writer is None:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    audio = self.audio if kind in AUDIO_KINDS else None
-                    writer = _Encoder(self.temp[kind], target, picture.shape, self.fps, self.output, self.encoder,
-                                      audio)  # fmt: skip
-                    self.writers[kind] = writer
-                writer.write(picture)
+                writer = self.writers.get(kind) or self._start(kind, target, pictures[kind].shape)
+                writer.write(pictures[kind], seconds)
             except OutputError:
                 raise
             except Exception as exc:  # FFmpeg's write errors (a full disk) and the file system's
-                raise OutputError(f"cannot write {target}: the encoded video does not play back "
-                                  f"({_problem(exc)})") from None  # fmt: skip
+                problem = _problem(exc)
+                raise OutputError(f"cannot write {target}: the encoded video does not play back ({problem})") from None
         self.frames += 1
+
+    def _start(self, kind: str, target: Path, shape: tuple[int, ...]) -> _Encoder:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.temp[kind] = temp_name(target, target.suffix)
+        audio = self.audio if kind in AUDIO_KINDS else None
+        writer = _Encoder(self, self.temp[kind], target, shape, audio)
+        self.writers[kind] = writer
+        return writer
 
     @property
     def encoders(self) -> dict[str, str]:
@@ -576,27 +614,31 @@ class VideoSink:
         return {kind: writer.encoder for kind, writer in self.writers.items()}
 
     def close(self) -> dict[str, str]:
-        """Finalize every file, check that it decodes, and move it into place; kind -> path."""
+        """Finalize every file, check that it decodes, and move it into place; kind -> path. On any
+        failure nothing unfinished is left."""
         written = {}
-        for kind, target in self.targets.items():
-            temp, writer = self.temp[kind], self.writers.get(kind)
-            problem = "disk full, or the encoder failed"
-            try:
-                if writer is not None:
-                    writer.finish()
-            except Exception as exc:
-                problem = _problem(exc)
-            if not self.frames or not _decodes(temp, self.frames):
-                self.discard()
-                raise OutputError(f"cannot write {target}: the encoded video does not play back ({problem})")
-            try:
-                if target.is_dir():
-                    raise IsADirectoryError(errno.EISDIR, "is a directory")
-                os.replace(temp, target)
-            except OSError as exc:
-                self.discard()
-                raise OutputError(f"cannot write {target}: {write_problem(exc)}") from None
-            written[kind] = str(target)
+        try:
+            for kind, target in self.targets.items():
+                temp, writer = self.temp.get(kind), self.writers.get(kind)
+                problem = "disk full, or the encoder failed"
+                try:
+                    if writer is not None:
+                        writer.finish()
+                except Exception as exc:
+                    problem = _problem(exc)
+                if temp is None or not _decodes(temp, self.frames):
+                    raise OutputError(f"cannot write {target}: the encoded video does not play back ({problem})")
+                try:
+                    if target.is_dir():
+                        raise IsADirectoryError(errno.EISDIR, "is a directory")
+                    os.replace(temp, target)
+                except OSError as exc:
+                    raise OutputError(f"cannot write {target}: {write_problem(exc)}") from None
+                del self.temp[kind]
+                written[kind] = str(target)
+        except BaseException:
+            self.discard()
+            raise
         return written
 
     def discard(self) -> None:
@@ -605,6 +647,13 @@ class VideoSink:
             writer.abandon()
         for temp in self.temp.values():
             temp.unlink(missing_ok=True)
+        self.temp.clear()
+
+    def __enter__(self) -> VideoSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
 
 def _decodes(path: Path, frames: int) -> bool:
