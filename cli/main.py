@@ -21,6 +21,7 @@ from segtool.runtime import errors as E
 from . import (
     adopt_cmd,
     bench_cmd,
+    bundle_cmd,
     compare_cmd,
     demo_cmd,
     doctor_cmd,
@@ -31,6 +32,7 @@ from . import (
     run_cmd,
     serve_cmd,
     triton_cmd,
+    tune_cmd,
 )
 from .common import INTERRUPTED, error_line, install_log_handler
 
@@ -45,7 +47,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "export": export_cmd.export, "run": run_cmd.run, "info": info_cmd.info, "demo": demo_cmd.demo,
     "bench": bench_cmd.bench, "doctor": doctor_cmd.doctor, "eval": eval_cmd.eval_model,
     "compare": compare_cmd.compare, "serve": serve_cmd.serve, "triton": triton_cmd.triton,
-    "models": models_cmd.models, "adopt": adopt_cmd.adopt,
+    "models": models_cmd.models, "adopt": adopt_cmd.adopt, "bundle": bundle_cmd.bundle, "tune": tune_cmd.tune,
 }  # fmt: skip
 
 

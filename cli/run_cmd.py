@@ -4,6 +4,8 @@ and videos out. Its flags, how they become ``JobOptions``, how a run is shown as
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -18,17 +20,30 @@ from segtool.runtime.errors import UsageError
 from segtool.runtime.files.images import DEFAULT_MAX_PIXELS, ensure_writable_dir
 from segtool.runtime.files.pictures import IMAGE_KINDS, Painter
 from segtool.runtime.files.preview import Preview, parse_address
+from segtool.runtime.files.publish import Publisher, check_targets
 from segtool.runtime.files.sources import BAD, IMAGE, Discovery, Source
-from segtool.runtime.files.video import CODECS, DEFAULT_PRESET, PRESETS, QUALITY, VideoOutput
+from segtool.runtime.files.video_settings import (
+    CODECS,
+    DEFAULT_PRESET,
+    PRESETS,
+    QUALITY,
+    MissingVideo,
+    Reconnect,
+    VideoOutput,
+    video_module,
+)
 from segtool.runtime.jobs import Report, Result, RunEvents, outputs_complete
 from segtool.scale.ray_batch import MANIFEST, connect, run_ray  # imports Ray only when called
 
 from .common import (
+    AGREEMENT_TARGET,
     INTERRUPTED,
     Device,
     JsonOut,
     MaxSize,
+    MinAgreementOpt,
     OutDir,
+    PrecisionOpt,
     default_model,
     error_line,
     format_shares,
@@ -36,6 +51,7 @@ from .common import (
     open_model,
     parse_kinds,
     parse_size,
+    policy,
     progress_bar,
     random_tag,
     say,
@@ -119,6 +135,44 @@ PreviewAt = Annotated[
 Cache = Annotated[bool, Opt("--cache", help="CPU: keep the optimized graph beside the model.")]
 
 
+Reconnecting = Annotated[
+    bool,
+    Opt("--reconnect/--no-reconnect", help="Streams and cameras: reopen a source that drops or stalls (files: never)."),
+]
+
+
+ReconnectTries = Annotated[
+    int,
+    Opt(
+        "--reconnect-tries",
+        min=1,
+        help="Streams and cameras: give up after N failed tries in a row (1, 2, 4 .. 30 s apart).",
+    ),
+]
+
+
+StallTimeout = Annotated[
+    float, Opt("--stall-timeout", min=0.1, help="Streams: seconds without data that count as a drop.")
+]
+
+
+SegmentMinutes = Annotated[
+    Optional[float],
+    Opt("--segment-minutes", min=0.0, help="Videos: a new file every N minutes (<stem>_overlay-0001.mp4, ...)."),
+]
+
+
+Publish = Annotated[
+    Optional[list[str]],
+    Opt(
+        "--publish",
+        metavar="TARGET",
+        help="One JSON line per frame (source, frame, time, class shares) to - (stdout), a file, or "
+        "mqtt://HOST[:PORT]/TOPIC (repeatable).",
+    ),
+]
+
+
 MaxPixels = Annotated[int, Opt("--max-pixels", min=0, help="Refuse images above N pixels, from the header (0: off).")]
 
 
@@ -163,13 +217,18 @@ def job_options(save: str | None, frames: bool, max_size: int | None, size: str 
                       max_pixels=max_pixels or None, tile=tile, video_output=video_output)  # fmt: skip
 
 
-def video_output(codec: str, quality: int | None, preset: str | None, out_size: str | None) -> VideoOutput:
-    """--codec, --quality, --preset and --out-size, checked together."""
+def video_output(
+    codec: str, quality: int | None, preset: str | None, out_size: str | None, segment_minutes: float | None = None
+) -> VideoOutput:
+    """--codec, --quality, --preset, --out-size and --segment-minutes, checked together."""
     try:
         size = parse_size(out_size)
     except UsageError:
         raise UsageError(f"--out-size takes WIDTHxHEIGHT, e.g. 1280x720 (got {out_size!r})") from None
-    return VideoOutput(codec=codec, quality=quality, preset=preset, size=size)
+    if segment_minutes is not None and not segment_minutes > 0:
+        raise UsageError(f"--segment-minutes takes a number of minutes above 0 (got {segment_minutes:g})")
+    segment = segment_minutes * 60 if segment_minutes else None
+    return VideoOutput(codec=codec, quality=quality, preset=preset, size=size, segment=segment)
 
 
 WINDOW = "segtool"
@@ -177,9 +236,10 @@ WINDOW = "segtool"
 
 class ConsoleEvents(RunEvents):
     def __init__(self, tag: str, quiet: bool, to_stderr: bool, painter: Painter | None = None,
-                 preview: Preview | None = None):  # fmt: skip
+                 preview: Preview | None = None, publisher: Publisher | None = None):  # fmt: skip
         self.tag, self.quiet, self.to_stderr, self.painter = tag, quiet, to_stderr, painter  # painter: --show
         self.preview = preview  # --preview: handed the latest frame, painted only for a viewer
+        self.publisher = publisher  # --publish: every frame's record
         self.progress = progress_bar(disable=quiet or to_stderr)
         self.images_task: p.TaskID | None = None
         self.video_task = p.TaskID(0)
@@ -205,6 +265,10 @@ class ConsoleEvents(RunEvents):
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 raise KeyboardInterrupt
 
+    def record(self, source: Source, record: dict) -> None:
+        if self.publisher:
+            self.publisher.publish(record)
+
     def _advance(self, source: Source) -> None:
         if self.images_task is not None and source.kind in (IMAGE, BAD):
             self.progress.advance(self.images_task)
@@ -215,6 +279,7 @@ class ConsoleEvents(RunEvents):
             return
         if result.kind == "video":  # FPS only for video
             timing = f"{result.frames} frames in {result.seconds:.1f} s, {result.fps:.2f} FPS"
+            timing += f", {result.drops} drop(s)" if result.drops else ""
         else:
             timing = f"{result.seconds:.2f} s" + (f", tiled {result.tiled}px" if result.tiled else "")
         written = ", ".join(result.outputs.values())
@@ -235,6 +300,7 @@ def summarize(report: Report, where: str, tag: str, quiet: bool, to_stderr: bool
             r.kind == "video" for r in report.results) else ""  # fmt: skip
         extra = f", {len(report.skipped)} non-media file(s) skipped" if report.skipped else ""
         extra += f", {len(report.existing)} already done" if report.existing else ""
+        extra += f", {report.drops} stream drop(s) reconnected" if report.drops else ""
         head = f"interrupted ({report.interrupted}): " if report.interrupted else ""
         say(f"{head}{report.inputs} input(s): {report.ok} ok, {len(report.failures)} failed{extra} "
             f"in {report.seconds:.1f} s{rate} on {where}{tag}", to_stderr)  # fmt: skip
@@ -291,7 +357,14 @@ def run(
     preset: Preset = None,
     out_size: OutSize = None,
     preview: PreviewAt = None,
+    reconnect: Reconnecting = True,
+    reconnect_tries: ReconnectTries = Reconnect.tries,
+    stall_timeout: StallTimeout = Reconnect.stall,
+    segment_minutes: SegmentMinutes = None,
+    publish: Publish = None,
     cache: Cache = False,
+    precision: PrecisionOpt = "auto",
+    min_agreement: MinAgreementOpt = AGREEMENT_TARGET,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     tile: Tile = None,
     ray: Ray = None,
@@ -305,20 +378,35 @@ def run(
     """Segment images, folders, globs, videos, streams and cameras."""
     if not sources and not camera:
         raise UsageError("nothing to segment: give images, folders, globs, videos, URLs or --camera N")
-    output = video_output(codec, quality, preset, out_size)
+    output = video_output(codec, quality, preset, out_size, segment_minutes)
     options = job_options(save, frames, max_size, size, batch, max_frames, alpha, max_pixels, tile, output)
+    keep_open = Reconnect(tries=reconnect_tries, stall=stall_timeout) if reconnect else None
+    options = dataclasses.replace(options, reconnect=keep_open)
+    if publish and ray:
+        raise UsageError("--publish sends the results of a run on this machine: it cannot be combined with --ray")
+    if publish and json_out and "-" in publish:
+        raise UsageError("--publish - and --json both write to stdout: choose one")
+    check_targets(publish or [])
+    to_stderr = json_out or "-" in (publish or [])  # stdout holds JSON: the lines for people go to stderr
     if show and not gui_available():
         raise UsageError("--show needs OpenCV with GUI support (opencv-python, not -headless) and a display")
     address = parse_address(preview) if preview else None
     if address and ray:
         raise UsageError("--preview shows a run on this machine: it cannot be combined with --ray")
     model = model or default_model()
-    seg = open_model(Segmenter, model, device=device, cache=cache)
+    seg = open_model(Segmenter, model, device=device, cache=cache, policy=policy(precision, min_agreement))
     out_dir = ensure_writable_dir(out_dir)
     discovery = expand(sources or [], recursive, camera, exclude=out_dir)
     if not discovery.items:
         raise UsageError(f"no image or video found ({len(discovery.skipped)} other file(s) skipped)")
+    videos = [item for item in discovery.items if item.kind not in (IMAGE, BAD)]
+    try:
+        if videos:
+            video_module()  # PyAV, imported only where there is a video (an image-only install has none)
+    except MissingVideo as exc:
+        raise MissingVideo(f"{videos[0]}{f' and {len(videos) - 1} more' if len(videos) > 1 else ''}: {exc}") from None
     tag = random_tag(seg.meta.random_weights)
+    undelivered: list[str] = []  # --publish: targets that lost messages
     identity = {"model": str(seg.path), "provider": seg.provider, "weights": seg.meta.weights_label,
                 "random_weights": seg.meta.random_weights}  # fmt: skip
     if ray:
@@ -327,21 +415,23 @@ def run(
         where = f"Ray ({ray}, {num_actors} actor(s) x {actor_threads} thread(s)) -> {out_dir / MANIFEST}"
         identity["manifest"] = str(out_dir / MANIFEST)
     else:
-        live = Preview(*address, painter=Painter(seg.meta, alpha)) if address else None
-        if live:
-            say(f"preview: {live.url} (live overlay, MJPEG)", to_stderr=True)
-        events = ConsoleEvents(tag, quiet, json_out, Painter(seg.meta, alpha) if show else None, live)
-        try:
-            report = run_sources(seg, discovery, out_dir, options, events, skip_existing)
-        finally:
-            events.progress.stop()
+        with contextlib.ExitStack() as cleanup:  # closed in reverse: progress bar, preview, publisher
+            publisher = Publisher(publish or [])
+            cleanup.callback(lambda: undelivered.extend(publisher.close()))
+            live = Preview(*address, painter=Painter(seg.meta, alpha)) if address else None
             if live:
-                live.close()
+                cleanup.callback(live.close)
+                say(f"preview: {live.url} (live overlay, MJPEG)", to_stderr=True)
+            events = ConsoleEvents(tag, quiet, to_stderr, Painter(seg.meta, alpha) if show else None, live, publisher)
+            cleanup.callback(events.progress.stop)
+            report = run_sources(seg, discovery, out_dir, options, events, skip_existing)
         where = seg.provider
-    summarize(report, where, tag, quiet, to_stderr=json_out)
+    summarize(report, where, tag, quiet, to_stderr)
+    for problem in undelivered:
+        error_line(problem)
     if json_out:
         print(json.dumps(report.as_dict() | identity, indent=2))
     if report.interrupted:
         raise typer.Exit(INTERRUPTED[report.interrupted])
-    if report.failures:
+    if report.failures or undelivered:
         raise typer.Exit(1)

@@ -43,7 +43,7 @@ from segtool.runtime.files.images import (
 )
 from segtool.runtime.files.pictures import IMAGE_OUTPUTS, VIDEO_OUTPUTS, Painter, output_paths, save_pictures
 from segtool.runtime.files.sources import BAD, IMAGE, Discovery, Source, expand
-from segtool.runtime.files.video import VideoOutput, VideoSink, VideoSource
+from segtool.runtime.files.video_settings import Reconnect, VideoOutput, video_module
 from segtool.runtime.model.memory import MIN_TILE, auto_tile
 from segtool.runtime.model.postprocess import resize_labels
 from segtool.runtime.model.prefetch import Behind, prefetch
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: called after each video frame: (frames done, total if known, BGR frame, labels)
 FrameCallback = Callable[[int, "int | None", np.ndarray, np.ndarray], None]
+#: called with each frame's record (``frame_record``) as its pictures are written
+RecordCallback = Callable[[dict], None]
 
 
 #: the long side videos, streams and the server infer at unless told otherwise (the seed's 640x360 for
@@ -77,6 +79,7 @@ class JobOptions:
     tile: int | None = None  # infer in overlapping tile x tile windows (segtool.runtime.model.tiling)
     auto_tile: bool = True  # without ``tile``: tile when whole-image inference would not fit in memory
     video_output: VideoOutput = VideoOutput()  # videos: codec, quality, preset, size painted and encoded at
+    reconnect: Reconnect | None = Reconnect()  # streams and cameras: reopened when they drop (None: never)
 
 
 Kind = Literal["image", "video"]
@@ -98,6 +101,7 @@ class Result:
     tiled: int | None = None  # tile size when an image was segmented window by window
     fps_in: float = 0.0  # videos: the source's frame rate
     interrupted: str = ""  # "", "SIGINT" or "SIGTERM"
+    drops: int = 0  # streams and cameras: times the source dropped and was reconnected
     error: str = ""  # why the input failed, or why a video stopped decoding early (frames were written)
     labels: np.ndarray | None = field(default=None, repr=False)  # in memory only (images, no out_dir)
     pictures: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # likewise
@@ -115,6 +119,7 @@ class Result:
         record = {name: getattr(self, name) for name in fields}
         if self.kind != "image":
             record |= {"fps_in": self.fps_in, "fps": round(self.fps, 3), "interrupted": self.interrupted}
+            record["drops"] = self.drops
         return record
 
     def row(self) -> dict:
@@ -209,6 +214,14 @@ def load(data: bytes | str, options: JobOptions, name: str = "", stem: str = "im
     return Decoded(image, decoded_size(data, image), name or "image", stem)
 
 
+def frame_record(source: str, frame: int, seconds: float, classes: dict[str, float]) -> dict:
+    """One frame's (or image's) results, as published (JSON lines, MQTT): its source, its number
+    (from 1), its time in the video (seconds), the wall-clock time (Unix seconds) and its class shares."""
+    shares = {name: round(share, 6) for name, share in classes.items()}
+    wall = round(time.time(), 3)
+    return {"source": source, "frame": frame, "time": round(seconds, 3), "wall": wall, "classes": shares}
+
+
 def process(
     seg: Runner,
     item: Source | Decoded | bytes,
@@ -217,10 +230,12 @@ def process(
     painter: Painter | None = None,
     on_frame: FrameCallback | None = None,
     kinds: tuple[str, ...] | None = None,
+    on_record: RecordCallback | None = None,
 ) -> Result:
     """The one job entry: one input (a discovered source, encoded bytes, or an image already
     decoded) segmented, its pictures composed and, with ``out_dir``, written; without ``out_dir``
-    the labels and pictures stay in the result. ``InputError``/``OutputError`` if it cannot be done."""
+    the labels and pictures stay in the result. ``InputError``/``OutputError`` if it cannot be done.
+    ``on_frame`` and ``on_record`` hear about each frame of a video."""
     painter = painter or Painter(seg.meta, options.alpha)
     if isinstance(item, Source):
         if item.kind == BAD:
@@ -228,7 +243,7 @@ def process(
         if item.kind != IMAGE:
             if out_dir is None:
                 raise UsageError("a video is segmented into files: give an output folder")
-            return segment_video(seg, item, out_dir, options, painter, on_frame)
+            return segment_video(seg, item, out_dir, options, painter, on_frame, on_record)
         item = load(str(item.location), options, str(item), item.stem)
     elif isinstance(item, bytes):
         item = load(item, options, "request body")
@@ -325,6 +340,7 @@ def segment_video(
     options: JobOptions = JobOptions(),
     painter: Painter | None = None,
     on_frame: FrameCallback | None = None,
+    on_record: RecordCallback | None = None,
 ) -> Result:
     """Segment every frame of a video, stream or camera and write the chosen videos, in three stages:
 
@@ -335,10 +351,13 @@ def segment_video(
     3. paint and encode at the output size, and write label PNGs at the input's size (``labels``),
        on a worker thread a few frames behind (``Behind``).
 
-    Frames keep their times from the input, so the copied sound stays in sync. Ctrl-C or SIGTERM
-    stops early with the frames done finalized. Whatever goes wrong, no thread, open file or
+    Frames keep their times from the input, so the copied sound stays in sync. A stream or camera
+    that drops is opened again (``options.reconnect``); with ``video_output.segment`` the videos are
+    series of files. ``on_record`` gets each frame's ``frame_record`` as it is written. Ctrl-C or
+    SIGTERM stops early with the frames done finalized. Whatever goes wrong, no thread, open file or
     temporary file or folder is left behind.
     """
+    video_io = video_module()
     started = time.perf_counter()
     painter = painter or Painter(seg.meta, options.alpha)
     kinds, encoding = options.video_kinds, options.video_output
@@ -346,10 +365,12 @@ def segment_video(
     counts = np.zeros(len(seg.meta.classes), np.int64)
     written = 0
     with contextlib.ExitStack() as cleanup:
-        video = cleanup.enter_context(VideoSource(source.location, options.max_pixels, encoding.threads))
+        video = cleanup.enter_context(
+            video_io.VideoSource(source.location, options.max_pixels, encoding.threads, options.reconnect)
+        )
         out_w, out_h = encoding.size or (video.width, video.height)
         targets = output_paths(out_dir, source.stem, kinds, VIDEO_OUTPUTS)
-        sink = cleanup.enter_context(VideoSink(targets, video.fps, encoding, video.audio, video.time_base))
+        sink = cleanup.enter_context(video_io.VideoSink(targets, video.fps, encoding, video.audio, video.time_base))
         folder = cleanup.enter_context(_FramesFolder(out_dir / f"{source.stem}_frames")) if "labels" in kinds else None
 
         def preprocess(batch: list[Timed]) -> tuple[list[float], list[np.ndarray], np.ndarray]:
@@ -367,8 +388,11 @@ def segment_video(
             if folder:
                 pictures["labels"] = resize_labels(inferred, video.height, video.width)
                 save_pictures(painter, pictures, {"labels": folder.path(written)})
-            counts[:] += class_counts(inferred, len(counts))[: len(counts)]
+            frame_counts = class_counts(inferred, len(counts))[: len(counts)]
+            counts[:] += frame_counts
             written += 1
+            if on_record:
+                on_record(frame_record(str(source), written, when, shares_from_counts(frame_counts, seg.meta.classes)))
 
         painting = cleanup.enter_context(Behind(paint))
         ready = cleanup.enter_context(
@@ -388,6 +412,7 @@ def segment_video(
                         on_frame(done, total, frame, labels)
         except (KeyboardInterrupt, SegtoolError) as exc:
             stop = exc
+            video.stop()  # a reconnect under way gives up at once
         ready.close()  # decoding stops here
         painting.wait()  # raises what painting or encoding raised, even where a ``put`` raised it first
         if stop and not written:
@@ -406,6 +431,7 @@ def segment_video(
     result.classes = shares_from_counts(counts, seg.meta.classes)
     result.fps_in = float(video.fps)
     result.interrupted = interrupted
+    result.drops = video.drops
     return result
 
 
@@ -428,6 +454,7 @@ class RunEvents:
     def started(self, discovery: Discovery) -> None: ...
     def video_started(self, source: Source) -> None: ...
     def frame(self, source: Source, done: int, total: int | None, image: np.ndarray, labels: np.ndarray) -> None: ...
+    def record(self, source: Source, record: dict) -> None: ...  # each frame's (each image's) ``frame_record``
     def finished(self, source: Source, result: Result | None) -> None: ...  # None: outputs already there
     def failed(self, source: Source, message: str) -> None: ...
 
@@ -453,6 +480,10 @@ class Report:
     def frames(self) -> int:
         return sum(r.frames for r in self.results)
 
+    @property
+    def drops(self) -> int:
+        return sum(r.drops for r in self.results)
+
     def add(self, result: Result) -> None:
         """A finished input; its error (a failed input, or a video cut short) becomes a failure."""
         if result.frames or not result.error:
@@ -468,6 +499,7 @@ class Report:
             "skipped": len(self.skipped),
             "existing": len(self.existing),
             "frames": self.frames,
+            "drops": self.drops,
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
             "results": [r.as_dict() for r in self.results],
@@ -498,7 +530,8 @@ def run_sources(
         try:
             if source.kind not in (IMAGE, BAD):
                 events.video_started(source)
-            result = process(seg, source, options, out_dir, painter, partial(events.frame, source))
+            on_record = partial(events.record, source)
+            result = process(seg, source, options, out_dir, painter, partial(events.frame, source), None, on_record)
         except KeyboardInterrupt as exc:
             report.interrupted = interrupt_name(exc)
             break
@@ -507,6 +540,8 @@ def run_sources(
             events.failed(source, str(exc))
             continue
         report.add(result)
+        if result.kind == "image":
+            events.record(source, frame_record(result.input, 1, 0.0, result.classes))
         events.finished(source, result)
         if result.error:
             events.failed(source, result.error)
@@ -536,7 +571,7 @@ def iter_images(
                 count += 1
                 yield str(item), image
                 continue
-            with VideoSource(item.location) as video:
+            with video_module().VideoSource(item.location) as video:
                 for k, frame in enumerate(video.frames(None if not limit else limit - count)):
                     count += 1
                     yield f"{item}#{k}", frame

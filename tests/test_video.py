@@ -34,6 +34,8 @@ def test_video_output_keeps_count_size_fps_and_matches_image_path(tmp_path, mode
         "overlay,mask,side-by-side",
         "--batch",
         "3",
+        "--device",
+        "cpu",  # the engine ``segmenter`` runs on: the comparison below is exact
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)

@@ -146,7 +146,7 @@ def test_rotation_metadata_is_honoured(tmp_path, tiny, rotation):
         frames = list(video.frames())
         assert (video.height, video.width) == upright and video.rotation == rotation % 360
     for got, want in zip(frames, expected):
-        assert got.shape[:2] == upright and np.abs(got.astype(int) - want).max() <= 2
+        assert got.shape[:2] == upright and np.abs(got.astype(int) - want).max() <= 4  # two BT.601 roundings
     out = tmp_path / "out"
     proc = run_in_process("run", source, "--model", tiny, "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr

@@ -228,8 +228,12 @@ def expand(
 
 
 def _url_stem(url: str) -> str:
-    last = url.split("://", 1)[1].split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(last).stem) or "stream"
+    """A URL's last path segment without its suffix (``rtsp://cam/live`` -> ``live``), or, with no path,
+    its host and port (``tcp://127.0.0.1:5000`` -> ``127_0_0_1_5000``)."""
+    address, _, path = url.split("://", 1)[1].split("?", 1)[0].partition("/")
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    host = address.rsplit("@", 1)[-1]  # never a user name or password in a file name
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(last).stem if last else host).strip("_") or "stream"
 
 
 def unique_stems(items: list[Source]) -> list[Source]:

@@ -12,13 +12,16 @@ half-written video under its real name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
 import os
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -29,71 +32,27 @@ import numpy as np
 from av.video.codeccontext import VideoCodecContext
 from av.video.stream import VideoStream
 
-from segtool.runtime.errors import InputError, OutputError, UnencodableSize, UsageError
+from segtool.runtime.errors import InputError, OutputError, UnencodableSize
 from segtool.runtime.files.images import DEFAULT_MAX_PIXELS, header_size, regular_file_problem, temp_name, write_problem
+from segtool.runtime.files.video_settings import (
+    AUDIO_KINDS,
+    DEFAULT_FPS,
+    DEFAULT_PRESET,
+    ENCODERS,
+    PRESETS,
+    QUALITY,
+    Reconnect,
+    VideoOutput,
+    codec_threads,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FPS = 25.0
-CODECS = ("h264", "hevc", "vp9", "mpeg4")
-#: x264/x265's speed names, fastest first; NVENC and VP9 get the nearest setting of their own
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-#: the cheapest H.264 x264 makes: real time beside inference on 2 cores (BENCHMARKS.md), Constrained
-#: Baseline (no B-frames, no CABAC), which every decoder plays; --preset veryfast makes files ~3x smaller
-DEFAULT_PRESET = "ultrafast"
-#: codec -> (NVENC encoder tried first, or None; the CPU encoder)
-ENCODERS: dict[str, tuple[str | None, str]] = {
-    "h264": ("h264_nvenc", "libx264"),
-    "hevc": ("hevc_nvenc", "libx265"),
-    "vp9": (None, "libvpx-vp9"),
-    "mpeg4": (None, "mpeg4"),
-}
-#: codec -> (default, lowest, highest) quality: the CRF of x264/x265/VP9 (NVENC's CQ), lower is better;
-#: MPEG-4 part 2 has a fixed quantizer, 1 (best) to 31
-QUALITY = {"h264": (23, 0, 51), "hevc": (28, 0, 51), "vp9": (32, 0, 63), "mpeg4": (4, 1, 31)}
-#: the picture kinds whose videos get the input's sound
-AUDIO_KINDS = ("overlay", "side-by-side")
 _MP4_LIKE = (".mp4", ".m4v", ".mov")
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
-
-
-def codec_threads(requested: int | None = None) -> int:
-    """FFmpeg threads for one decoder or one encoder (0: FFmpeg chooses).
-
-    On a machine of 4 cores or fewer the pipeline already runs decoding, inference and encoding
-    side by side and ONNX Runtime's threads take every core during inference: one thread per codec
-    costs least there (x264 frame threads and H.264 decoder threads only add synchronisation and
-    frames in flight). Larger machines let FFmpeg choose."""
-    if requested is not None:
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return 1 if cores <= 4 else 0
-
-
-@dataclass(frozen=True)
-class VideoOutput:
-    """How video files are written: codec, quality, encoder preset, and the size pictures are
-    painted and encoded at (None: the input's size)."""
-
-    codec: str = "h264"
-    quality: int | None = None  # None: QUALITY[codec][0]
-    preset: str | None = None  # None: DEFAULT_PRESET
-    size: tuple[int, int] | None = None  # (width, height)
-    threads: int | None = None  # FFmpeg threads per decoder and encoder; None: ``codec_threads()``
-
-    def __post_init__(self) -> None:
-        if self.codec not in CODECS:
-            raise UsageError(f"unknown codec {self.codec!r}: choose one of {', '.join(CODECS)}")
-        _, low, high = QUALITY[self.codec]
-        if self.quality is not None and not low <= self.quality <= high:
-            raise UsageError(f"--quality {self.quality} is out of range for {self.codec}: {low} to {high}")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise UsageError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
-        if self.size is not None and (self.size[0] < 2 or self.size[1] < 2):
-            raise UsageError(f"output size {self.size[0]}x{self.size[1]} is too small (2x2 at least)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +71,10 @@ class AudioInput:
 _TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 
 
+class _Unreachable(InputError):
+    """A source that did not open (refused, timed out, no frame yet): for a live one, worth another try."""
+
+
 class VideoSource:
     """An opened video file, stream URL or camera: its displayed size, fps and (if known) length.
 
@@ -119,13 +82,28 @@ class VideoSource:
     from the first frame: a variable frame rate, or frames missing from the file, keeps its timing.
     ``close()`` may be called from another thread while frames are being decoded: decoding and
     closing take turns.
+
+    A live source (a stream URL or a camera, never a file) given ``reconnect`` is opened again when
+    it drops or stalls, after 1, 2, 4, ... seconds (``Reconnect``): one warning line per drop, counted
+    in ``drops``. Frame times go on across the gap, so the frames lost are those the source did not
+    send. A stream that does not open at the start gets the same tries; after the last, it is lost
+    (``failure`` says why). A live source that announces a duration (a file served over HTTP) ends
+    at its end, as a file does.
     """
 
-    def __init__(self, location: str | int, max_pixels: int | None = DEFAULT_MAX_PIXELS, threads: int | None = None):
+    def __init__(
+        self,
+        location: str | int,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        threads: int | None = None,
+        reconnect: Reconnect | None = None,
+    ):
         self.name = f"camera {location}" if isinstance(location, int) else str(location)
         self.location = location
         self.max_pixels = max_pixels
+        self.threads = threads
         self.live = isinstance(location, int) or "://" in str(location)
+        self.reconnect = reconnect if self.live else None
         self.container: av.container.InputContainer | None = None
         self.capture: cv2.VideoCapture | None = None
         self.audio: AudioInput | None = None
@@ -137,37 +115,61 @@ class VideoSource:
         self.time_base: Fraction | None = None  # of the input's frame times, where it has them
         self.width = self.height = 0
         self.start = 0.0  # the first frame's time in the input (seconds): time 0 of the frames
+        self.drops = 0  # times a live source dropped or stalled and was opened again
+        self.offset = 0.0  # added to the frame times of the current connection (the time before it)
+        self._endless = False  # no duration announced: the end of the source is a drop, not its end
+        self._stopping = threading.Event()
         self._lock = threading.RLock()
-        self._first: tuple[float, np.ndarray] | None = None
+        self._first: tuple[float, np.ndarray] | None = None  # (time in the input, picture)
         self._decoded: Iterator[av.VideoFrame] = iter(())
         self._time = 0.0  # the last decoded frame's time in the input (seconds)
+        self._captured = 0  # frames read from the OpenCV camera since it opened
+        self._last = (0.0, time.monotonic())  # the last frame's time, and when it was read
         if isinstance(location, str) and not self.live:
             if problem := regular_file_problem(Path(location)):
                 raise InputError(f"{self.name}: {problem}")  # a FIFO or device is never opened
             with open(location, "rb") as file:  # an animated GIF's canvas is allocated when it opens
                 self._check_size(header_size(file))
-        if isinstance(location, int):
-            self._open_camera(location, threads)
+        if isinstance(location, int) or self.reconnect is None:
+            self._open_location()
         else:
-            self._open(location, threads)
+            self._open_retrying(self.reconnect)
+
+    def _open_location(self) -> None:
+        if isinstance(self.location, int):
+            self._open_camera(self.location, self.threads)
+        else:
+            self._open(self.location, self.threads)
+
+    def _open_retrying(self, reconnect: Reconnect) -> None:
+        """A stream URL, tried again after 1, 2, 4, ... seconds while it does not open."""
+        started = time.monotonic()
+        for attempt in range(1, reconnect.tries + 2):
+            try:
+                return self._open_location()
+            except _Unreachable as exc:
+                if attempt > reconnect.tries or self._stopping.wait(reconnect.wait(attempt)):
+                    raise InputError(f"{exc}; {attempt} tries in {time.monotonic() - started:.0f} s") from None
+                log.info("%s: try %d of %d failed (%s)", self.name, attempt, reconnect.tries + 1, exc)
 
     def _open(self, location: str, threads: int | None, format: str | None = None) -> None:
+        stall = self.reconnect.stall if self.reconnect else 30.0
         try:
             container = av.open(
-                location, format=format, metadata_errors="replace", timeout=(15.0, 30.0) if self.live else None
+                location, format=format, metadata_errors="replace", timeout=(15.0, stall) if self.live else None
             )
         except Exception as exc:  # FFmpeg's errors, or OSError for a path
-            raise InputError(
+            raise _Unreachable(
                 f"{self.name}: cannot open (not an image or a video FFmpeg can decode, corrupt, or unreachable: "
                 f"{_first_line(exc)})"
             ) from None
         self.container = container
         if not container.streams.video:
-            self.close()
+            self._release()
             raise InputError(f"{self.name}: cannot open (no video stream)")
         stream = container.streams.video[0]
         if stream.codec_context is None:  # a codec FFmpeg does not know (or a corrupt header)
-            self.close()
+            self._release()
             raise InputError(f"{self.name}: cannot open (the video stream's codec is unknown or unsupported)")
         self._check_size((stream.codec_context.width, stream.codec_context.height))  # before a frame is allocated
         try:
@@ -179,17 +181,19 @@ class VideoSource:
             self.time_base = stream.time_base
             self._decoded = container.decode(stream)
         except Exception as exc:  # a header FFmpeg read but cannot use
-            self.close()
+            self._release()
             raise InputError(f"{self.name}: cannot open ({_first_line(exc)})") from None
         self.fps = fps if 0 < fps < 1000 else DEFAULT_FPS
+        self._endless = container.duration is None
         # The first frame tells the displayed size (rotation is frame side data in FFmpeg 7+) and time 0.
         with self._lock:
             first = self._decode()
         if first is None:
-            self.close()
-            raise InputError(f"{self.name}: no frame could be decoded" + (f" ({self.failure})" if self.failure else ""))
-        self.start, image = first  # its time in the input, as ``start`` was 0 until now
-        self._first = (0.0, image)
+            self._release()
+            failure, self.failure = self.failure, ""
+            raise _Unreachable(f"{self.name}: no frame could be decoded" + (f" ({failure})" if failure else ""))
+        self.start, image = first  # its time in the input
+        self._first = first
         self.height, self.width = image.shape[:2]
         if container.streams.audio and not self.live:
             audio = container.streams.audio[0]
@@ -208,11 +212,13 @@ class VideoSource:
         try:
             capture = cv2.VideoCapture(index)
         except cv2.error as exc:
-            raise InputError(f"{self.name}: cannot open ({_first_line(exc)})") from None
+            raise _Unreachable(f"{self.name}: cannot open ({_first_line(exc)})") from None
         if not capture.isOpened():
             capture.release()
-            raise InputError(f"{self.name}: cannot open (no such camera, or it is busy)")
+            raise _Unreachable(f"{self.name}: cannot open (no such camera, or it is busy)")
         self.capture = capture
+        self._captured = 0
+        self._endless = True
         fps = capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else DEFAULT_FPS
         self.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
@@ -220,8 +226,8 @@ class VideoSource:
         self._check_size((self.width, self.height))
 
     def _decode(self) -> tuple[float, np.ndarray] | None:
-        """The next frame's time and picture (BGR, upright), or None at the end (or where a frame fails
-        to decode). A frame without a time is shown one frame after the one before it."""
+        """The next frame's time in the input and its picture (BGR, upright), or None at the end (or
+        where a frame fails to decode). A frame without a time is shown one frame after the one before."""
         if self.container is None:
             return None
         try:
@@ -230,15 +236,18 @@ class VideoSource:
                 return None
             self._check_size((frame.width, frame.height))  # a stream may change size mid-way
             self._time = float(frame.time) if frame.time is not None else self._time + 1 / self.fps
-            image = frame.to_ndarray(format="bgr24")
+            image = _bgr(frame)
             self.rotation = round(frame.rotation / 90) % 4 * 90
         except InputError:
             raise
+        except av.error.ExitError:  # the read timeout of a live source: nothing came
+            self.failure = f"no data for {self.reconnect.stall if self.reconnect else 30.0:g} s"
+            return None
         except Exception as exc:  # FFmpeg's errors (corrupt data, a cut file), or a frame too large to allocate
             self.failure = f"frame {self.frames_read} cannot be decoded ({_first_line(exc)})"
             return None
         turn = _TURNS.get(self.rotation // 90)
-        return self._time - self.start, (image if turn is None else cv2.rotate(image, turn))
+        return self._time, (image if turn is None else cv2.rotate(image, turn))
 
     def _read(self) -> tuple[float, np.ndarray] | None:
         if self._first is not None:
@@ -253,28 +262,65 @@ class VideoSource:
         if not ok:
             return None
         self._check_size((frame.shape[1], frame.shape[0]))
-        return self.frames_read / self.fps, frame
+        self._captured += 1
+        return (self._captured - 1) / self.fps, frame
+
+    def _reopen(self) -> bool:
+        """After a live source dropped (ended, failed or stalled): open it again, after 1, 2, 4, ...
+        seconds. False where it is not to be (a file, a source with an end, ``stop()``), or where every
+        try failed (``failure`` says so)."""
+        if self.reconnect is None or not self._endless or self._stopping.is_set():
+            return False
+        why, self.failure = self.failure or "the source ended", ""
+        self.drops += 1
+        log.warning("%s: dropped after %d frames (%s); reconnecting", self.name, self.frames_read, why)
+        with self._lock:
+            self._release()
+        started = time.monotonic()
+        for attempt in range(1, self.reconnect.tries + 1):
+            if self._stopping.wait(self.reconnect.wait(attempt)):
+                return False
+            try:
+                with self._lock:
+                    self._open_location()
+            except _Unreachable as exc:
+                why = str(exc)
+                continue
+            when, clock = self._last
+            self.offset = when + max(time.monotonic() - clock, 1 / self.fps)  # the gap stays a gap
+            log.info("%s: reconnected after %.1f s", self.name, time.monotonic() - started)
+            return True
+        self.failure = (
+            f"the source is lost: {self.reconnect.tries} tries to reconnect in {time.monotonic() - started:.0f} s "
+            f"failed; the last: {why}"
+        )
+        return False
 
     def frames(self, limit: int | None = None) -> Iterator[np.ndarray]:
         """BGR frames until the end (or ``limit``); a video that yields none is an error."""
         return (image for _, image in self.timed_frames(limit))
 
     def timed_frames(self, limit: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
-        """(seconds from the first frame, BGR frame) until the end (or ``limit``), as ``frames``."""
+        """(seconds from the first frame, BGR frame) until the end (or ``limit``), as ``frames``; a live
+        source with ``reconnect`` is opened again each time it drops."""
         while limit is None or self.frames_read < limit:
             with self._lock:
                 frame = self._read()
             if frame is None:
+                if self._reopen():
+                    continue
                 break
+            when = self.offset + frame[0] - self.start
+            self._last = (when, time.monotonic())
             self.frames_read += 1
-            yield frame
+            yield when, frame[1]
         if self.frames_read == 0:
             raise InputError(f"{self.name}: no frame could be decoded" + (f" ({self.failure})" if self.failure else ""))
 
     def _check_size(self, size: tuple[int, int] | None) -> None:
         """Frames above the pixel limit are refused, as still images are."""
         if self.max_pixels and size and size[0] * size[1] > self.max_pixels:
-            self.close()
+            self._release()
             raise InputError(
                 f"{self.name}: frames of {size[0]}x{size[1]} are {size[0] * size[1] / 1e6:.0f} MP, over "
                 f"the {self.max_pixels / 1e6:g} MP limit (--max-pixels; 0 = no limit)"
@@ -282,10 +328,16 @@ class VideoSource:
 
     @property
     def ended_early(self) -> bool:
-        """Fewer frames than the container announced, or a frame failed to decode: the file is cut or corrupt."""
+        """Fewer frames than the container announced, or a frame failed to decode: the file is cut or corrupt
+        (or a live source was lost)."""
         return bool(self.failure) or (self.frame_count is not None and self.frames_read < self.frame_count - 1)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """No more reconnecting (from any thread, at once): the frames end at the next drop, or now
+        where a reconnect is waiting."""
+        self._stopping.set()
+
+    def _release(self) -> None:
         with self._lock:
             if self.container is not None:
                 self.container.close()
@@ -293,6 +345,10 @@ class VideoSource:
             if self.capture is not None:
                 self.capture.release()
                 self.capture = None
+
+    def close(self) -> None:
+        self.stop()
+        self._release()
 
     def __enter__(self) -> VideoSource:
         return self
@@ -551,6 +607,26 @@ class _Encoder:
             pass
 
 
+_BT601 = (2, 5, 6)  # FFmpeg's colour spaces: unspecified (read as BT.601), BT.470BG, SMPTE 170M
+_LIMITED = (0, 1)  # colour ranges: unspecified (read as limited), limited ("MPEG")
+
+
+def _bgr(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as BGR. BT.601 4:2:0 frames in limited range are converted by OpenCV, whose result is
+    the same on every CPU (FFmpeg's converter rounds differently on Arm and x86_64: 98.9% of pixels
+    off by 1-2 levels, measured under qemu, docs/EDGE.md) and faster; OpenCV knows no other colour
+    space, so the rest (BT.709 HD video, full range, other layouts) are FFmpeg's."""
+    if (
+        frame.format.name == "yuv420p"
+        and frame.colorspace in _BT601
+        and frame.color_range in _LIMITED
+        and frame.width % 2 == 0
+        and frame.height % 2 == 0
+    ):
+        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2BGR_I420)
+    return frame.to_ndarray(format="bgr24")
+
+
 def _problem(exc: BaseException) -> str:
     """Why a write failed, in a few words: "disk full" and the like where there is an errno."""
     code = getattr(exc, "errno", None)
@@ -566,6 +642,11 @@ class VideoSink:
     with it (seconds; by default one frame after the one before), in ticks of ``time_base``. ``audio``:
     the input's sound, copied into the overlay and side-by-side videos. As a ``with`` block, whatever
     is not closed is discarded.
+
+    With ``output.segment`` each kind goes to a series of files instead, a new one every that many
+    seconds of video: out/x_overlay-0001.mp4, -0002, ..., numbered on from the highest number already
+    in the folder (a restarted run never overwrites a recording). Each file starts at time 0 with its
+    part of the sound, and is finished, checked and moved into place when the next one starts.
     """
 
     def __init__(
@@ -583,27 +664,52 @@ class VideoSink:
         self.time_base = time_base
         self.temp: dict[str, Path] = {}  # kind -> the hidden file it is written to, until it is moved into place
         self.writers: dict[str, _Encoder] = {}
-        self.frames = 0
+        self.frames = 0  # pictures written, all files of a series together
+        self.part = 0  # the number of the series' current file (0: one file, or not started)
+        self.part_start = 0.0  # the time of the current file's first picture
+        self.part_end = 0.0  # the time the next file starts: the first picture's time + k x segment
+        self.part_frames = 0  # pictures in the current file
+        self.finished: dict[str, str] = {}  # the series' files moved into place: "<kind>-0001" -> path
         # Chosen now, on the caller's thread: the NVENC probe is a real encode, done once per process.
         self.encoder = choose_encoder(output.codec) if targets else ENCODERS[output.codec][1]
 
     def write(self, pictures: dict[str, np.ndarray], seconds: float | None = None) -> None:
         seconds = self.frames / self.fps if seconds is None else seconds
-        for kind, target in self.targets.items():
+        segment = self.output.segment
+        if segment and (not self.part or seconds >= self.part_end):
+            if self.part:
+                self.finished |= self._finish()
+                self.writers.clear()
+            else:
+                self.part_end = seconds
+            while self.part_end <= seconds:  # a gap longer than a segment (a stream away) skips ahead
+                self.part_end += segment
+            self.part = self.part + 1 if self.part else _first_free_part(self.targets)
+            self.part_start, self.part_frames = seconds, 0
+        for kind in self.targets:
+            target = self._target(kind)
             try:
                 writer = self.writers.get(kind) or self._start(kind, target, pictures[kind].shape)
-                writer.write(pictures[kind], seconds)
+                writer.write(pictures[kind], seconds - self.part_start)
             except OutputError:
                 raise
             except Exception as exc:  # FFmpeg's write errors (a full disk) and the file system's
                 problem = _problem(exc)
                 raise OutputError(f"cannot write {target}: the encoded video does not play back ({problem})") from None
         self.frames += 1
+        self.part_frames += 1
+
+    def _target(self, kind: str) -> Path:
+        """Where ``kind`` is written now: its target, or the current file of its series."""
+        target = self.targets[kind]
+        return target.with_name(f"{target.stem}-{self.part:04d}{target.suffix}") if self.part else target
 
     def _start(self, kind: str, target: Path, shape: tuple[int, ...]) -> _Encoder:
         target.parent.mkdir(parents=True, exist_ok=True)
         self.temp[kind] = temp_name(target, target.suffix)
         audio = self.audio if kind in AUDIO_KINDS else None
+        if audio and self.part_start:  # a later file of a series: its sound starts where its pictures do
+            audio = replace(audio, start=audio.start + self.part_start)
         writer = _Encoder(self, self.temp[kind], target, shape, audio)
         self.writers[kind] = writer
         return writer
@@ -613,33 +719,40 @@ class VideoSink:
         """kind -> the encoder that writes it (known after the first picture)."""
         return {kind: writer.encoder for kind, writer in self.writers.items()}
 
-    def close(self) -> dict[str, str]:
-        """Finalize every file, check that it decodes, and move it into place; kind -> path. On any
-        failure nothing unfinished is left."""
+    def _finish(self) -> dict[str, str]:
+        """Finalize the current files, check that each decodes, and move them into place."""
         written = {}
+        for kind in self.targets:
+            target = self._target(kind)
+            temp, writer = self.temp.get(kind), self.writers.get(kind)
+            problem = "disk full, or the encoder failed"
+            try:
+                if writer is not None:
+                    writer.finish()
+            except Exception as exc:
+                problem = _problem(exc)
+            if temp is None or not _decodes(temp, self.part_frames):
+                raise OutputError(f"cannot write {target}: the encoded video does not play back ({problem})")
+            try:
+                if target.is_dir():
+                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+                os.replace(temp, target)
+            except OSError as exc:
+                raise OutputError(f"cannot write {target}: {write_problem(exc)}") from None
+            del self.temp[kind]
+            written[f"{kind}-{self.part:04d}" if self.part else kind] = str(target)
+            if self.part:
+                log.info("%s: %d frames written", target, self.part_frames)
+        return written
+
+    def close(self) -> dict[str, str]:
+        """Finalize every file, check that it decodes, and move it into place; kind (or kind-0001, ...
+        for a series) -> path. On any failure nothing unfinished is left (finished files of a series stay)."""
         try:
-            for kind, target in self.targets.items():
-                temp, writer = self.temp.get(kind), self.writers.get(kind)
-                problem = "disk full, or the encoder failed"
-                try:
-                    if writer is not None:
-                        writer.finish()
-                except Exception as exc:
-                    problem = _problem(exc)
-                if temp is None or not _decodes(temp, self.frames):
-                    raise OutputError(f"cannot write {target}: the encoded video does not play back ({problem})")
-                try:
-                    if target.is_dir():
-                        raise IsADirectoryError(errno.EISDIR, "is a directory")
-                    os.replace(temp, target)
-                except OSError as exc:
-                    raise OutputError(f"cannot write {target}: {write_problem(exc)}") from None
-                del self.temp[kind]
-                written[kind] = str(target)
+            return self.finished | self._finish()
         except BaseException:
             self.discard()
             raise
-        return written
 
     def discard(self) -> None:
         """Drop everything unfinished."""
@@ -654,6 +767,18 @@ class VideoSink:
 
     def __exit__(self, *exc: object) -> None:
         self.discard()
+
+
+def _first_free_part(targets: dict[str, Path]) -> int:
+    """1 + the highest number of a series file of any target already in its folder (x_overlay-0007.mp4)."""
+    highest = 0
+    for target in targets.values():
+        numbered = re.compile(re.escape(target.stem) + r"-(\d{4,})" + re.escape(target.suffix) + "$")
+        with contextlib.suppress(OSError):  # no folder yet
+            for name in os.listdir(target.parent):
+                if found := numbered.match(name):
+                    highest = max(highest, int(found[1]))
+    return highest + 1
 
 
 def _decodes(path: Path, frames: int) -> bool:

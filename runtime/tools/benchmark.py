@@ -28,7 +28,7 @@ from segtool.runtime.errors import SegtoolError, UsageError
 from segtool.runtime.files.images import atomic_write_bytes, encode_image, read_image
 from segtool.runtime.files.pictures import Painter
 from segtool.runtime.files.sources import VIDEO, Source
-from segtool.runtime.files.video import VideoSource
+from segtool.runtime.files.video_settings import video_module
 from segtool.runtime.jobs import JobOptions, segment_video
 from segtool.runtime.model.engines import openvino_variants
 from segtool.runtime.model.segmenter import Segmenter
@@ -143,7 +143,7 @@ def bench_runtime(model: Path, inputs: list[Path], device: str, runs: int, warmu
 def bench_video(seg: Segmenter, path: Path, frames: int, size: tuple[int, int] | None, max_size: int | None) -> dict:
     """End-to-end video FPS (decode -> infer -> overlay mp4, through the job layer) against pure
     inference FPS on the same frames, measured back to back in this process."""
-    with VideoSource(str(path)) as video:
+    with video_module().VideoSource(str(path)) as video:
         decoded = list(video.frames(frames))
         width, height = video.width, video.height
     tensors = [seg.prepare([f], "bgr", max_size, size) for f in decoded]

@@ -1,6 +1,11 @@
 """What `segtool doctor` checks: ONNX Runtime packages, providers, whether the CUDA provider's
 library loads (and which library is missing if not), OpenVINO and its devices, CPU features and threads.
 
+On Arm (aarch64) the CPU features come from the kernel's hardware capabilities (getauxval), which are
+the emulated CPU's under qemu-user too, whose /proc/cpuinfo is the host's; /proc/cpuinfo's
+``Features`` line is the fallback. Doctor says whether the installed onnxruntime is a release known to
+run instructions this CPU lacks (docs/EDGE.md: 1.21.0 on Armv8.0 cores such as the Raspberry Pi 4's).
+
 Doctor measures nothing (a timing of a tiny model says nothing about a real one): it lists the
 engines that can start here and what ``auto`` picks; ``segtool bench MODEL --engines`` says which
 is fastest for a model."""
@@ -29,6 +34,99 @@ ORT_DISTRIBUTIONS = (
 )
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16",
              "amx_int8", "f16c", "asimd", "asimddp")  # fmt: skip
+
+
+# Arm features that decide which kernels ONNX Runtime runs: (name as /proc/cpuinfo spells it, auxv
+# entry, bit). AT_HWCAP = 16 and AT_HWCAP2 = 26; bits from Linux's arch/arm64/include/uapi/asm/hwcap.h.
+AT_HWCAP, AT_HWCAP2 = 16, 26
+ARM_FEATURES = (
+    ("fp", AT_HWCAP, 0),
+    ("asimd", AT_HWCAP, 1),  # NEON: every fp32 kernel
+    ("atomics", AT_HWCAP, 8),  # LSE atomics (Armv8.1)
+    ("fphp", AT_HWCAP, 9),  # fp16 arithmetic (Armv8.2)
+    ("asimdhp", AT_HWCAP, 10),
+    ("asimddp", AT_HWCAP, 20),  # dot product: the fast int8 kernels (Armv8.2)
+    ("sve", AT_HWCAP, 22),
+    ("sve2", AT_HWCAP2, 1),
+    ("i8mm", AT_HWCAP2, 13),  # int8 matrix multiply (Armv8.6)
+    ("bf16", AT_HWCAP2, 14),
+    ("sme", AT_HWCAP2, 23),
+    ("sme2", AT_HWCAP2, 37),
+)
+# What an onnxruntime aarch64 wheel runs without asking the CPU first: Armv8.0's fp and asimd, and for
+# the releases listed, more. 1.21.0's static initializers run an fp16 vector instruction (fmov v1.4h),
+# so it stops with SIGILL at import on Armv8.0 cores such as the Raspberry Pi 4's Cortex-A72
+# (microsoft/onnxruntime#23957; measured under qemu, docs/EDGE.md).
+ORT_ARM_BASELINE = ("fp", "asimd")
+ORT_ARM_NEEDS = {"1.21.0": ("fp", "asimd", "asimdhp")}
+
+
+def arm_features_from_hwcap(hwcap: int, hwcap2: int) -> list[str]:
+    """The features of ARM_FEATURES whose bit is set in AT_HWCAP / AT_HWCAP2, in ARM_FEATURES' order."""
+    words = {AT_HWCAP: hwcap, AT_HWCAP2: hwcap2}
+    return [name for name, entry, bit in ARM_FEATURES if words[entry] >> bit & 1]
+
+
+def arm_features_from_cpuinfo(text: str) -> list[str]:
+    """The features of ARM_FEATURES on /proc/cpuinfo's ``Features`` lines, in ARM_FEATURES' order."""
+    found: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("Features"):
+            found.update(line.split(":", 1)[1].split())
+    return [name for name, _, _ in ARM_FEATURES if name in found]
+
+
+def arm_features() -> tuple[list[str], str]:
+    """(features, where they were read) of this Arm CPU: the kernel's hardware capabilities, else
+    /proc/cpuinfo."""
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+        getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+        hwcap, hwcap2 = getauxval(AT_HWCAP), getauxval(AT_HWCAP2)
+    except (OSError, AttributeError):
+        hwcap = hwcap2 = 0
+    if hwcap:
+        return arm_features_from_hwcap(hwcap, hwcap2), "AT_HWCAP"
+    try:
+        return arm_features_from_cpuinfo(Path("/proc/cpuinfo").read_text()), "/proc/cpuinfo"
+    except OSError:
+        return [], "nowhere (no AT_HWCAP, no /proc/cpuinfo)"
+
+
+def ort_arm_missing(version: str, features: list[str]) -> list[str]:
+    """The features onnxruntime ``version``'s aarch64 wheel needs that ``features`` lacks."""
+    needs = ORT_ARM_NEEDS.get(version, ORT_ARM_BASELINE)
+    return [name for name in needs if name not in features]
+
+
+def arm_rows(version: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Doctor's rows for an Arm CPU: its features, which int8 kernels it has, and whether onnxruntime
+    ``version`` needs a feature it lacks (a problem; such a release usually dies at import, before
+    doctor can say so, which is why pyproject.toml leaves it out)."""
+    features, source = arm_features()
+    absent = [name for name, _, _ in ARM_FEATURES if name not in features]
+    missing = ort_arm_missing(version, features)
+    rows = [
+        ("CPU features", f"{', '.join(features) or 'none'} (from {source}); absent: {', '.join(absent) or 'none'}"),
+        (
+            "int8 on CPU",
+            "dot product (asimddp): fast int8 kernels" + (" and i8mm" if "i8mm" in features else "")
+            if "asimddp" in features
+            else "no dot product (Armv8.0): int8 runs on plain NEON kernels",
+        ),
+        (
+            "ORT needs",
+            f"{', '.join(ORT_ARM_NEEDS.get(version, ORT_ARM_BASELINE))}: "
+            + (f"this CPU lacks {', '.join(missing)}" if missing else "all present"),
+        ),
+    ]
+    problems = []
+    if missing:
+        problems.append(
+            f"onnxruntime {version} needs {', '.join(missing)}, which this CPU lacks (it stops with SIGILL): "
+            "install another release (docs/EDGE.md)"
+        )
+    return rows, problems
 
 
 def installed_ort() -> list[str]:
@@ -77,10 +175,27 @@ def diagnose() -> tuple[list[tuple[str, str]], list[str]]:
     if CUDA in ort.get_available_providers():
         rows.append(("CUDA provider", cuda_provider_load()))
     rows += openvino_rows()
+    rows.append(("CPU", f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"))
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        arm, arm_problems = arm_rows(ort.__version__)
+        rows += arm
+        problems += arm_problems
+    else:
+        rows += x86_rows()
+    rows.append(
+        (
+            "threads",
+            "ONNX Runtime intra-op default = physical cores; "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        )
+    )
+    return rows, problems
+
+
+def x86_rows() -> list[tuple[str, str]]:
     flags = [f for f in CPU_FLAGS if f in set(cpu_flags())]
     vnni = {"avx512_vnni", "avx_vnni"} & set(flags)
-    rows += [
-        ("CPU", f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"),
+    return [
         ("CPU features", ", ".join(flags) or "none of " + ", ".join(CPU_FLAGS)),
         (
             "int8 on CPU",
@@ -88,13 +203,7 @@ def diagnose() -> tuple[list[tuple[str, str]], list[str]]:
             if vnni
             else "no VNNI: segtool's u8 activations / s8 weights is the fast int8 path",
         ),
-        (
-            "threads",
-            "ONNX Runtime intra-op default = physical cores; "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-        ),
     ]
-    return rows, problems
 
 
 def openvino_rows() -> list[tuple[str, str]]:
