@@ -3,7 +3,10 @@
 # nvidia-smi and the providers that really start; fcn_resnet50 and lraspp exported (random weights,
 # fp32 and fp16); parity of CUDA and TensorRT against PyTorch CUDA on three shapes; fp32/fp16 latency
 # at 520x520 and 1920x1080 on CUDA, TensorRT (engine cache) and PyTorch CUDA eager; end-to-end video
-# FPS with NVENC; `segtool serve` on CUDA at concurrency 1 and 8. Writes a Markdown report to
+# FPS with NVENC; `segtool serve` on CUDA at concurrency 1 and 8; fp16 agreement re-checked on the GPU (the
+# export's fp16 gate runs on the CPU: weights rounding only); TensorRT with an explicit profile and its engine
+# and timing caches (cold build vs cached open); CUDA IO binding (output on the device) vs session.run;
+# what --device auto chooses. Writes a Markdown report to
 # $OUT/gpu-bench.md when OUT is set, else ./gpu-bench.md. On a machine without an NVIDIA GPU it says
 # so in one line and exits 0.
 #
@@ -46,8 +49,10 @@ segtool export --weights random --fp16 --calibration-count 3 --output "$MODELS/f
 segtool export --model lraspp_mobilenet_v3_large --weights random --output "$MODELS/lraspp.onnx" > "$MODELS/lraspp.log" 2>&1 &
 segtool export --model lraspp_mobilenet_v3_large --weights random --fp16 --calibration-count 3 \
     --output "$MODELS/lraspp_fp16.onnx" > "$MODELS/lraspp_fp16.log" 2>&1 &
+segtool export --weights random --labels-output --no-verify --output "$MODELS/fcn_labels.onnx" \
+    > "$MODELS/fcn_labels.log" 2>&1 &
 wait
-for name in fcn fcn_fp16 lraspp lraspp_fp16; do
+for name in fcn fcn_fp16 lraspp lraspp_fp16 fcn_labels; do
     [ -f "$MODELS/$name.onnx" ] || { echo "export of $name failed:"; tail -3 "$MODELS/$name.log"; } | tee -a "$REPORT"
 done
 [ -f "$MODELS/fcn.onnx" ] || { echo "gpu.sh: fcn_resnet50 did not export: see $MODELS/fcn.log"; exit 1; }
@@ -67,6 +72,10 @@ step "segtool bench (fcn_resnet50, CUDA: every stage, 520x520 and 1920x1080)"
     timeout 120 segtool bench "$MODELS/fcn.onnx" --device cuda --sizes 520x520,1920x1080 --runs 5 --no-matmul 2>&1 | tail -40
     echo '```'
 } | tee -a "$REPORT"
+section fp16 150
+section tensorrt 300
+section iobinding 120
+section auto 120
 section video 240
 section serve 150
 step "done in $((SECONDS - started)) s: $REPORT"

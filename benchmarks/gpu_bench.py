@@ -15,6 +15,12 @@ Sections (each one bounded in time; a failure is written into the report as a ro
 - ``video``: `segtool run walk.mp4 --device cuda --size 640x360` end to end (decode, infer, paint,
   encode with NVENC when it opens), lraspp and fcn_resnet50.
 - ``serve``: `segtool serve --device cuda`, POST /v1/segment with a 1280x720 JPEG at concurrency 1 and 8.
+- ``fp16``: fp16 agreement re-checked on the GPU (the export's fp16 gate ran on the CPU: weights rounding
+  only): the fp16 file on CUDA and ``tensorrt:fp16`` engines, against the fp32 file on CUDA.
+- ``tensorrt``: ``--device tensorrt:320x240,640x360,1920x1080`` (explicit profile), first open (engine
+  build) and second open (engine and timing caches), latency at the three sizes.
+- ``iobinding``: CUDA with the output bound on the device against ``session.run``, logits and labels-output.
+- ``auto``: what ``--device auto`` chooses with a GPU (`segtool info`).
 """
 
 from __future__ import annotations
@@ -276,7 +282,106 @@ def serve(args: argparse.Namespace, report: Path) -> None:
             server.kill()
 
 
-SECTIONS = {"providers": providers, "parity": parity, "latency": latency, "video": video, "serve": serve}
+def agreement_on(run, reference, tensors) -> float:
+    same = sum(int((np.asarray(run(t)).argmax(1) == np.asarray(reference(t)).argmax(1)).sum()) for t in tensors)
+    return same / sum(t.shape[0] * t.shape[2] * t.shape[3] for t in tensors)
+
+
+def fp16(args: argparse.Namespace, report: Path) -> None:
+    """fp16 computed on the GPU (the export's gate ran on the CPU, where only the weights' rounding is
+    checked): the fp16 file on CUDA and TensorRT fp16 engines of the fp32 file, against the fp32 file on CUDA."""
+    from segtool.runtime.tools.precisions import generated_pictures
+
+    say(report, "\n## fp16 on the GPU: label agreement with the fp32 file on CUDA (generated pictures)\n")
+    table(report, "model", "engine", "pixels#", "agreement#", "note")
+    for name in ("fcn", "lraspp"):
+        fp32_path, half_path = args.models / f"{name}.onnx", args.models / f"{name}_fp16.onnx"
+        try:
+            reference = segmenter(fp32_path, "cuda")
+        except Exception as exc:
+            say(report, f"| {name} | - | - | - | CUDA did not start: {first_line(exc)} |")
+            continue
+        tensors = [reference.prepare([p]) for p in generated_pictures()]
+        pixels = sum(t.shape[2] * t.shape[3] for t in tensors)
+        for engine, path, device in (
+            ("fp16 file, ORT CUDA", half_path, "cuda"),
+            ("fp32 file, TensorRT fp16", fp32_path, "tensorrt:fp16"),
+        ):
+            try:
+                seg = segmenter(path, device)
+                share = agreement_on(seg.forward, reference.forward, tensors)
+                say(report, f"| {name} | {engine} | {pixels} | **{share:.4%}** | {seg.provider} |")
+            except Exception as exc:
+                say(report, f"| {name} | {engine} | {pixels} | - | failed: {first_line(exc)} |")
+
+
+def tensorrt(args: argparse.Namespace, report: Path) -> None:
+    """TensorRT with an explicit profile (tensorrt:MIN,OPT,MAX) and its engine and timing caches in a cache
+    folder: the first open builds, the second loads; latency at the profile's three sizes."""
+    profile = "tensorrt:320x240,640x360,1920x1080"
+    say(report, f"\n## TensorRT: `--device {profile}`, engine and timing caches (fcn_resnet50 fp32)\n")
+    table(report, "open", "seconds#", "size", "median ms#", "note")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="gpu-trt-cache-") as cache:
+        os.environ["SEGTOOL_CACHE"] = cache
+        for which in ("first (builds the engine)", "second (from the cache)"):
+            started = time.perf_counter()
+            try:
+                seg = segmenter(args.models / "fcn.onnx", profile)
+                seg.forward(rng.standard_normal((1, 3, 360, 640)).astype(np.float32))
+            except Exception as exc:
+                say(report, f"| {which} | - | - | - | failed: {first_line(exc)} |")
+                return
+            files = sum(1 for f in Path(cache).rglob("*") if f.is_file())
+            say(report, f"| {which} | {time.perf_counter() - started:.1f} | 640x360 | - | {files} cache files |")
+        for width, height in ((320, 240), (640, 360), (1920, 1080)):
+            x = rng.standard_normal((1, 3, height, width)).astype(np.float32)
+            first, median = timed(lambda x=x: seg.forward(x), args.runs, 3)
+            say(report, f"| - | - | {width}x{height} | **{median:.2f}** | first run {first:.0f} ms |")
+
+
+def iobinding(args: argparse.Namespace, report: Path) -> None:
+    """CUDA: output bound on the device (segtool's path: one copy each way; a labels-output file's ArgMax
+    on the GPU, so only uint8 labels come back) against session.run (ORT's plain path)."""
+    say(report, "\n## CUDA IO binding: output on the device vs session.run (median ms, host to host)\n")
+    table(report, "model", "output", "size", "IO binding ms#", "session.run ms#")
+    rng = np.random.default_rng(0)
+    for name, output in (("fcn", "logits"), ("fcn_labels", "labels (ArgMax on the GPU)")):
+        try:
+            seg = segmenter(args.models / f"{name}.onnx", "cuda")
+        except Exception as exc:
+            say(report, f"| {name} | {output} | - | - | did not start: {first_line(exc)} |")
+            continue
+        engine = seg.engine
+        for width, height in SIZES:
+            x = rng.standard_normal((1, 3, height, width)).astype(np.float32)
+            bound = timed(lambda x=x, e=engine: e.run(x), args.runs, 3)[1]
+            plain = timed(lambda x=x, e=engine: e.session.run(None, {e.input_name: x}), args.runs, 3)[1]
+            say(report, f"| {name} | {output} | {width}x{height} | **{bound:.2f}** | {plain:.2f} |")
+
+
+def auto(args: argparse.Namespace, report: Path) -> None:
+    """What --device auto chooses with a GPU (CUDA first) and on the CPU engines alone."""
+    say(report, "\n## `--device auto`\n")
+    for name in ("fcn", "lraspp"):
+        proc = subprocess.run(
+            ["segtool", "info", str(args.models / f"{name}.onnx")], capture_output=True, text=True, timeout=300
+        )
+        lines = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith(("auto:", "providers"))]
+        say(report, f"- {name}: " + (" / ".join(lines) or proc.stderr.strip()[-200:]))
+
+
+SECTIONS = {
+    "providers": providers,
+    "parity": parity,
+    "latency": latency,
+    "video": video,
+    "serve": serve,
+    "fp16": fp16,
+    "tensorrt": tensorrt,
+    "iobinding": iobinding,
+    "auto": auto,
+}
 
 
 def main() -> None:

@@ -12,9 +12,25 @@ import typer
 from rich.table import Table
 
 from segtool.runtime.errors import UsageError
+from segtool.runtime.model.choice import Policy, agreement_record, choose
+from segtool.runtime.model.engines import onnx_metadata
+from segtool.runtime.model.segmenter import open_engine
 from segtool.runtime.tools.benchmark import ENGINE_SIZES, STAGES, bench_engines, bench_report
+from segtool.runtime.tools.precisions import summary
 
-from .common import Device, JsonOut, ModelArg, err, out, parse_size, say
+from .common import (
+    AGREEMENT_TARGET,
+    Device,
+    JsonOut,
+    MinAgreementOpt,
+    ModelArg,
+    PrecisionOpt,
+    err,
+    out,
+    parse_size,
+    policy,
+    say,
+)
 
 Opt = typer.Option
 
@@ -40,6 +56,8 @@ def bench(
             "and precision (latency, video FPS, agreement with ONNX Runtime fp32) [sizes 520x520,640x360].",
         ),
     ] = False,
+    precision: PrecisionOpt = "auto",
+    min_agreement: MinAgreementOpt = AGREEMENT_TARGET,
     json_out: JsonOut = False,
 ):
     """Time read, preprocess, inference, postprocess, write (median, p90), cold start, memory, video FPS."""
@@ -52,6 +70,7 @@ def bench(
         with err.status("benchmarking every engine"):
             report = bench_engines(model, size_list, list(image or []), list(video or []), runs, warmup, frames,
                                    parse_size(size))  # fmt: skip
+            report |= auto_report(model, policy(precision, min_agreement))
         if json_out:
             print(json.dumps(report, indent=2))
         else:
@@ -136,6 +155,21 @@ def stage_table(ort_result: dict, torch_result: dict | None) -> Table:
     return table
 
 
+def auto_report(model: Path, rules: Policy) -> dict:
+    """The file's agreement record and what --device auto chooses here, for --engines."""
+    _, choice = choose(model, None, False, rules, open_engine)
+    return {
+        "agreements": agreement_record(onnx_metadata(model)),
+        "auto_choice": {
+            "device": choice.device,
+            "line": choice.line,
+            "timings_ms": choice.timings_ms,
+            "cached": choice.cached,
+            "skipped": choice.skipped,
+        },
+    }
+
+
 def print_engines(report: dict) -> None:
     machine = report["machine"]
     say(f"{report['model']} on {machine['cpu']}, {machine['cores']} cores, flags {' '.join(machine['flags']) or '-'}; "
@@ -162,3 +196,8 @@ def print_engines(report: dict) -> None:
         if best and (key == "fastest_full_precision" or best["reduced"]):
             say(f"fastest here {what}: --device {best['device']} ({best['provider']})")
     say("agreement: the lowest share of pixels labelled as ONNX Runtime's CPU labels them")
+    record = report.get("agreements")
+    for line in summary(record) if record else ["none recorded in the file (`segtool tune MODEL` measures them)"]:
+        say(f"recorded agreement: {line}")
+    if report.get("auto_choice"):
+        say(report["auto_choice"]["line"])

@@ -18,6 +18,7 @@ from rich import progress as p
 from rich.console import Console
 
 from segtool.runtime.errors import ModelError, UsageError
+from segtool.runtime.model.choice import Choice, Policy
 from segtool.runtime.model.engines import AGREEMENT_TARGET
 
 # Piped output (not a terminal) gets room for the tables instead of rich's default 80 columns.
@@ -85,11 +86,42 @@ ModelArg = Annotated[Path, typer.Argument(help="Exported .onnx model.")]
 Device = Annotated[
     str,
     typer.Option(
-        help="auto (CUDA if it starts, else ONNX Runtime's CPU), cpu, cuda, tensorrt, or OpenVINO (pip install "
-        "'segtool[openvino]'): openvino (its CPU), openvino:GPU, openvino:NPU; openvino:CPU:bf16 or openvino:GPU:f16 "
-        f"compute in reduced precision, used only if their labels agree with f32 on {AGREEMENT_TARGET:.0%} of pixels."
+        help="auto: CUDA if it starts, else the fastest CPU engine among ONNX Runtime and those the file records "
+        f"(segtool tune) as labelling at least --min-agreement ({AGREEMENT_TARGET:.0%}) of pixels alike, in a "
+        "precision this CPU has natively (timed once here, cached); cpu (ONNX Runtime), cuda, "
+        "tensorrt[:fp16][:MIN,OPT,MAX] (sizes WxH or NxWxH: TensorRT's optimization profile), or OpenVINO (pip "
+        "install 'segtool[openvino]'): openvino (its CPU), openvino:GPU, openvino:NPU; openvino:CPU:bf16 or "
+        "openvino:GPU:f16 compute in reduced precision, used only if their labels agree with f32 on "
+        f"{AGREEMENT_TARGET:.0%} of pixels."
     ),
 ]
+
+
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="--device auto: auto (also bf16/f16 engines the file records at --min-agreement) or fp32 (never a "
+        "reduced precision).",
+    ),
+]
+
+
+MinAgreementOpt = Annotated[
+    float,
+    typer.Option(
+        "--min-agreement",
+        min=0.0,
+        max=1.0,
+        help="Smallest share of pixels a reduced precision must label as the file's own precision does (--device "
+        "auto's choice, the gate of openvino:CPU:bf16 and the like).",
+    ),
+]
+
+
+def policy(precision: str = "auto", min_agreement: float = AGREEMENT_TARGET) -> Policy:
+    """--precision and --min-agreement as what --device auto may choose."""
+    return Policy(min_agreement, precision)
 
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
@@ -165,7 +197,11 @@ def open_model(factory: Callable[..., T], path: Path, flag: str | None = "--mode
                          + (f"; in it: {', '.join(p.name for p in inside[:4])}" if inside else ""))  # fmt: skip
     if not Path(path).is_file():
         raise ModelError(f"model {path} not found" + missing_model_hint(Path(path), flag))
-    return factory(path, **kwargs)
+    opened = factory(path, **kwargs)
+    choice = getattr(opened, "choice", None)
+    if isinstance(choice, Choice) and (choice.timings_ms or choice.skipped):  # auto chose among recorded engines
+        say(choice.line, to_stderr=True)
+    return opened
 
 
 #: exit codes of an interrupted run, by signal name (128 + the signal number)

@@ -10,6 +10,7 @@ import typer
 from rich.progress import Progress
 
 from segtool.runtime import Segmenter, iter_images
+from segtool.runtime.model.choice import Policy
 from segtool.runtime.tools.comparison import compare_models
 
 from .common import Device, JsonOut, MaxSize, err, error_line, open_model, say
@@ -28,8 +29,9 @@ def compare(
     json_out: JsonOut = False,
 ):
     """Pixel agreement, mIoU of B against A's labels, logit differences, and each model's speed."""
-    seg_a = open_model(Segmenter, model_a, flag=None, device=device)
-    seg_b = open_model(Segmenter, model_b, flag=None, device=device, warn_random=False)
+    seg_a = open_model(Segmenter, model_a, flag=None, device=device, policy=Policy(precision="fp32"))
+    same = seg_a.choice.device if seg_a.choice else device  # both files on one engine: their difference only
+    seg_b = open_model(Segmenter, model_b, flag=None, device=same, warn_random=False)
     problems: list[dict[str, str]] = []
     frames = iter_images(
         list(images), limit, on_error=lambda name, message: problems.append({"input": name, "error": message})

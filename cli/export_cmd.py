@@ -37,7 +37,8 @@ Model = Annotated[
     Opt(
         help="A torchvision model (see `segtool models`), or your own network as package.module:callable, "
         "e.g. segmentation_models_pytorch:Unet: a function or class returning an nn.Module (output: a tensor, "
-        "or a dict with 'out'); the current folder is importable."
+        "or a dict with 'out'); the current folder is importable; or hf:DIR, a local Hugging Face folder "
+        "(save_pretrained's; names and normalization read from its configs; needs segtool[hf])."
     ),
 ]
 
@@ -94,16 +95,16 @@ Mean = Annotated[
     Optional[str],
     Opt(
         metavar="R,G,B",
-        help="Normalization mean the network was trained with, in [0,1] (values over 1 are read as 0..255) "
-        "[ImageNet's 0.485,0.456,0.406].",
+        help="Normalization mean the network was trained with, in [0,1] (values over 1 are read as 0..255), "
+        "always in R,G,B order, --bgr or not [ImageNet's 0.485,0.456,0.406].",
     ),
 ]
 
 
-Std = Annotated[Optional[str], Opt(metavar="R,G,B", help="Normalization std, as --mean [0.229,0.224,0.225].")]
+Std = Annotated[Optional[str], Opt(metavar="R,G,B", help="Normalization std, R,G,B as --mean [0.229,0.224,0.225].")]
 
 
-ChannelOrder = Annotated[bool, Opt("--rgb/--bgr", help="Channel order the network takes.")]
+ChannelOrder = Annotated[bool, Opt("--rgb/--bgr", help="Channel order the network takes (--mean/--std stay R,G,B).")]
 
 
 InputMultiple = Annotated[
@@ -140,7 +141,33 @@ Int8 = Annotated[bool, Opt("--int8", help="Static int8 quantization (QDQ) for th
 Fp16 = Annotated[bool, Opt("--fp16", help="fp16 weights/compute for GPU providers (fp32 I/O kept).")]
 
 
-Calibration = Annotated[Optional[Path], Opt(help="--int8: folder of images, or a video (default: generated).")]
+Calibration = Annotated[
+    Optional[Path],
+    Opt(
+        help="--int8/--fp16: folder of images, or a video (default: generated); also the pictures the other "
+        "engines' agreement is measured on."
+    ),
+]
+
+
+Int8Target = Annotated[
+    str,
+    Opt(
+        "--int8-target",
+        help="--int8: the CPUs the file is for: portable (7-bit weights, reduce_range: right on every x86 CPU) or "
+        "vnni (8-bit weights: CPUs with VNNI/AMX only; others are warned when they open it). Recorded in the file.",
+    ),
+]
+
+
+Agreements = Annotated[
+    bool,
+    Opt(
+        "--agreements/--no-agreements",
+        help="Measure how each other engine here (OpenVINO f32/bf16/f16 where the CPU has them, TensorRT fp16 on "
+        "a GPU) labels the written file's pixels, and record it in the file: what --device auto chooses from.",
+    ),
+]
 
 
 CalibrationCount = Annotated[
@@ -239,7 +266,20 @@ def run_export(output: Path | None, **settings):
             speed = f"; {v['speedup_vs_fp32']:.2f}x fp32's speed here"
         met = "met" if v["met"] else "NOT met"
         target = f"target {v['target']:.2%}, {met}"
-        say(f"{v['precision']} agreement {v['agreement']:.2%} with fp32 on held-out images ({target}){kept}{speed}")
+        where = f" ({v['measured_on']})" if v.get("measured_on") else ""
+        say(
+            f"{v['precision']} agreement {v['agreement']:.2%} with fp32 on held-out images ({target}){kept}{speed}"
+            + where
+        )
+        if isinstance(v.get("int8_target"), dict):
+            t = v["int8_target"]
+            say(
+                f"int8 target {t['name']}: {t['weight_bits']}-bit weights (reduce_range {t['reduce_range']}), "
+                f"{'assumes VNNI' if t['assumes_vnni'] else 'right on CPUs with or without VNNI'}"
+            )
+    if "agreements" in result.meta.extra:
+        for line in agreement_lines(result.meta.extra["agreements"]):
+            say(f"agreement: {line}")
     size = result.path.stat().st_size / 1e6
     say(
         f"wrote {result.path} ({size:.1f} MB, {result.meta.model}, {result.meta.weights_label}, "
@@ -248,6 +288,12 @@ def run_export(output: Path | None, **settings):
     if not result.meta.verified:
         say("not verified: the parity gate was skipped (--no-verify); `segtool info` says so too")
     return result
+
+
+def agreement_lines(record: dict) -> list[str]:
+    from segtool.runtime.tools.precisions import summary
+
+    return summary(record)
 
 
 def parity_table(rows, gate) -> Table:
@@ -269,7 +315,8 @@ def parity_table(rows, gate) -> Table:
 
 
 def variant_table(record: dict) -> Table:
-    table = Table(title=f"{record['precision']} variant vs fp32 (ONNX Runtime CPU)", title_justify="left")
+    on = "ONNX Runtime CPU: weights rounding only" if record["precision"] == "fp16" else "ONNX Runtime CPU"
+    table = Table(title=f"{record['precision']} variant vs fp32 ({on})", title_justify="left")
     for column in ("input shape", "max |logit diff|", "argmax agreement"):
         table.add_column(column, justify="right")
     for row in record["vs_fp32"]:
@@ -304,6 +351,8 @@ def export(
     calibration_method: Method = None,
     variant_min_agreement: VariantTarget = None,
     force: Force = False,
+    int8_target: Int8Target = "portable",
+    agreements: Agreements = True,
 ):
     """Export a torchvision segmentation model, or your own PyTorch network, to ONNX with dynamic batch,
     height and width; checked against PyTorch before it is written."""
@@ -312,6 +361,13 @@ def export(
     precision = "int8" if int8 else "fp16" if fp16 else "fp32"
     settings = given(variant_min_agreement=variant_min_agreement) | normalization(mean, std)
     settings["gate"] = Gate(**given(atol=atol, rtol=rtol, min_agreement=min_agreement))
+    settings["classes_file"] = classes
+    if model.startswith("hf:"):  # a local Hugging Face folder: its names and normalization, flags first
+        from segtool.export.hf import hf_settings
+
+        settings, notes = hf_settings(model, settings)
+        for note in notes:
+            say(f"export: {note}", to_stderr=True)
     if calibration_method:
         settings["calibration_method"] = calibration_method
     result = run_export(
@@ -321,7 +377,6 @@ def export(
         seed=seed,
         model_args=parse_model_args(model_arg or []),
         num_classes=num_classes,
-        classes_file=classes,
         palette_file=palette,
         channel_order="RGB" if rgb else "BGR",
         input_multiple=input_multiple,
@@ -331,6 +386,8 @@ def export(
         calibration=calibration,
         calibration_count=calibration_count,
         force=force,
+        int8_target=int8_target,
+        agreements=agreements,
         **settings,
     )
     err.print(f"next: segtool run IMAGE --model {result.path}", markup=False)

@@ -8,10 +8,21 @@ from typing import Annotated
 
 import typer
 
-from segtool.runtime.model.metadata import NO_METADATA
+from segtool.runtime.model.metadata import NO_METADATA, normalization_label
 from segtool.runtime.tools.describe import describe
+from segtool.runtime.tools.precisions import summary
 
-from .common import Device, JsonOut, error_line, open_model, say
+from .common import (
+    AGREEMENT_TARGET,
+    Device,
+    JsonOut,
+    MinAgreementOpt,
+    PrecisionOpt,
+    error_line,
+    open_model,
+    policy,
+    say,
+)
 
 
 def dims_text(shape) -> str:
@@ -19,7 +30,7 @@ def dims_text(shape) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
 
 
-SHOWN_APART = ("parity", "published", "output_stride", "input_size", "precision")  # extras with their own row
+SHOWN_APART = ("parity", "published", "output_stride", "input_size", "precision", "agreements")  # own rows
 
 
 def published_text(d: dict) -> str:
@@ -62,7 +73,7 @@ def rows(d: dict) -> list[tuple[str, str]]:
         ("weights", d["weights_label"]),
         ("classes", f"{len(d['classes'])}: " + ", ".join(d["classes"])),
         ("palette", " ".join(f"{i}:{tuple(c)}" for i, c in enumerate(d["palette"][: len(d["classes"])]))),
-        ("normalization", f"{d['channel_order']} in [0,1], mean {d['mean']}, std {d['std']}"),
+        ("normalization", normalization_label(d["mean"], d["std"], d["channel_order"])),
         ("output", output_text(d)),
         *(
             [("input size", f"{d['input_size'][1]}x{d['input_size'][0]} only (images are resized to it)")]
@@ -89,22 +100,40 @@ def rows(d: dict) -> list[tuple[str, str]]:
             )
         )
     table += [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in d["extra"].items() if k not in SHOWN_APART]
+    agreements = d["extra"].get("agreements")
+    if isinstance(agreements, dict):
+        where = agreements.get("where", {})
+        table.append(
+            (
+                "agreements",
+                f"measured {agreements.get('measured', '?')} with ONNX Runtime "
+                f"{where.get('onnxruntime', '?')}, OpenVINO {where.get('openvino', '?')}, CPU flags "
+                f"{' '.join(where.get('cpu_flags', [])) or '-'}",
+            )
+        )
+        table += [("", line) for line in summary(agreements)]
+    if d.get("auto_choice"):
+        table.append(("auto", d["auto_choice"]["line"]))
+        table += [("", f"{device}: {why}") for device, why in d["auto_choice"]["skipped"].items()]
     return table + providers
 
 
 def info(
     model: Annotated[Path, typer.Argument(help="Exported .onnx model.")],
     device: Device = "auto",
+    precision: PrecisionOpt = "auto",
+    min_agreement: MinAgreementOpt = AGREEMENT_TARGET,
     json_out: JsonOut = False,
 ):
-    """Show a model's metadata, its inputs/outputs with symbolic dims, and the providers."""
-    d = open_model(describe, model, flag=None, device=device)
+    """Show a model's metadata, its inputs/outputs with symbolic dims, the providers, the other engines'
+    recorded agreement and what --device auto chooses here."""
+    d = open_model(describe, model, flag=None, device=device, policy=policy(precision, min_agreement))
     if json_out:
         print(json.dumps(d, indent=2))
     else:
         say(f"{d['file']} ({size_text(d)})")
         for key, value in rows(d):
-            say(f"  {key + ':':15} {value}")
+            say(f"  {key + ':' if key else '':15} {value}")
     for problem in d["problems"]:
         hint = f"; make it a segtool model with `segtool adopt {model} --classes CLASSES.txt`" if (
             problem == NO_METADATA) else ""  # fmt: skip

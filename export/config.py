@@ -22,6 +22,9 @@ DEFAULT_MODEL = "fcn_resnet50"
 DEFAULT_SHAPES = ((1, 3, 333, 517), (2, 3, 256, 256), (1, 3, 520, 520))
 METHODS = ("minmax", "percentile", "entropy")
 VARIANT_TARGETS = {"int8": 0.99, "fp16": 0.995}  # argmax agreement with fp32 on held-out images
+#: int8 weights for which CPUs: portable (7 bits, reduce_range) on any x86 CPU; vnni (8 bits) for VNNI/AMX ones
+INT8_TARGETS = ("portable", "vnni")
+INPUT_NAME = "image"  # the graph's input, in every export (segtool.export.graph)
 MIN_CALIBRATION = 3  # calibration images at least: two in three calibrate, one in three validates (int8.split)
 
 
@@ -73,10 +76,14 @@ class ExportConfig:
     calibration_method: str = "minmax"  # minmax, percentile or entropy (docs/BENCHMARKS.md: why minmax)
     variant_min_agreement: float | None = None  # int8/fp16 vs fp32 on held-out images; None: per precision
     force: bool = False  # write a variant below its target anyway (its metadata says so)
+    int8_target: str = "portable"  # int8 weights: portable (7-bit, reduce_range: any x86 CPU) or vnni (8-bit)
+    agreements: bool = True  # measure and record other engines' agreement (segtool.agreements) once written
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.int8_target not in INT8_TARGETS:
+            raise UsageError(f"--int8-target {self.int8_target!r}: {' or '.join(INT8_TARGETS)}")
         if self.calibration_method not in METHODS:
             raise UsageError(f"unknown calibration method {self.calibration_method!r}: {', '.join(METHODS)}")
         if self.calibration_count < MIN_CALIBRATION:

@@ -26,7 +26,13 @@
 
 Three choices come from NNCF, measured against it (docs/BENCHMARKS.md): MinMax ranges are the mean
 of each image's (ONNX Runtime's ``CalibMovingAverage``), the head after the last convolutions stays
-in float, and weights use 7 bits on CPUs without VNNI (``reduce_range``).
+in float, and weights use 7 bits (``reduce_range``) unless the file is meant for CPUs with VNNI only.
+
+Which CPUs a file is for (``int8_target``) is a choice of the export, recorded in the file, never the
+export host's flags: ``portable`` (the default) quantizes weights to 7 bits, which every x86 CPU adds
+without overflow (AVX2's u8 x s8 pairs sum in 16 bits and saturate on full 8-bit weights); ``vnni``
+keeps 8 bits, a little closer to fp32, right only where VNNI/AMX compute 8-bit dot products in 32 bits.
+A ``vnni`` file on a CPU without VNNI is warned about once when opened (``runtime.model.choice``).
 """
 
 from __future__ import annotations
@@ -51,8 +57,7 @@ from segtool.runtime.errors import ParityError, UsageError
 from segtool.runtime.model.session import cpu_flags, reference_session
 from segtool.runtime.tools.agreement import as_labels, label_agreement
 
-from .config import MIN_CALIBRATION
-from .graph import INPUT_NAME
+from .config import INPUT_NAME, MIN_CALIBRATION
 
 log = logging.getLogger(__name__)
 METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -163,9 +168,16 @@ class Quantizer:
     """One fp32 model, pre-processed once, calibrated once; quantized with any exclusion list."""
 
     def __init__(
-        self, fp32_model: bytes, calibration: list[np.ndarray], method: str, workdir: Path, nncf_like: bool = True
+        self,
+        fp32_model: bytes,
+        calibration: list[np.ndarray],
+        method: str,
+        workdir: Path,
+        nncf_like: bool = True,
+        int8_target: str = "portable",
     ):
         self.workdir, self.calibration, self.method, self.nncf_like = workdir, calibration, method, nncf_like
+        self.reduce_range = nncf_like and int8_target == "portable"
         (workdir / "fp32.onnx").write_bytes(fp32_model)
         quant_pre_process(str(workdir / "fp32.onnx"), str(workdir / "pre.onnx"), skip_symbolic_shape=True)
         model = onnx.load(str(workdir / "pre.onnx"))
@@ -234,7 +246,7 @@ class Quantizer:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(dict.fromkeys([*exclude, *(self.head if nncf_like else [])])),
-            reduce_range=nncf_like and not vnni(),
+            reduce_range=self.reduce_range,
             extra_options={"CalibMovingAverage": True} if moving else {},
             calibrate_method=getattr(CalibrationMethod, METHODS[self.method]),
             calibration_cache_path=str(ranges),
@@ -300,11 +312,12 @@ def search(
     method: str,
     progress: Progress,
     nncf_like: bool = True,
+    int8_target: str = "portable",
 ) -> tuple[bytes, dict]:
     """ONNX Runtime's int8, with the most sensitive tensors kept in fp32 up to the cap while below ``target``.
-    ``nncf_like``: NNCF's choices (mean of per-image ranges, head in float, 7-bit weights without VNNI)."""
+    ``nncf_like``: NNCF's choices (mean of per-image ranges, head in float, 7-bit weights for ``portable``)."""
     with tempfile.TemporaryDirectory(prefix="segtool-int8-") as tmp:
-        quantizer = Quantizer(fp32_model, calibration, method, Path(tmp), nncf_like)
+        quantizer = Quantizer(fp32_model, calibration, method, Path(tmp), nncf_like, int8_target)
         progress(f"int8: calibrating ({method}) on {len(calibration)} images, validating on {len(validation)}")
         model = first = quantizer.quantize([])
         reached = before = agreement(model, validation, reference)
@@ -335,8 +348,20 @@ def search(
         "cap": cap,
         "history": history,
         "method": method,
+        "int8_target": target_record(int8_target, quantizer.reduce_range),
     }
     return model, outcome
+
+
+def target_record(int8_target: str, reduce_range: bool) -> dict:
+    """What the file assumes of the CPU it runs on (``runtime.model.choice.int8_warning`` reads it)."""
+    return {
+        "name": int8_target,
+        "weight_bits": 7 if reduce_range else 8,
+        "reduce_range": reduce_range,
+        "assumes_vnni": not reduce_range,
+        "export_cpu_vnni": vnni(),  # the export host's own, for the record: it chose nothing
+    }
 
 
 def quantize_with_target(
@@ -346,6 +371,7 @@ def quantize_with_target(
     method: str = "minmax",
     force: bool = False,
     progress: Progress = log.info,
+    int8_target: str = "portable",
 ) -> tuple[bytes, dict]:
     """The int8 model and the record of how it was made.
 
@@ -353,7 +379,9 @@ def quantize_with_target(
     faster than fp32 here; neither with ``force`` (the record says so)."""
     calibration, validation = split(batches)
     reference = labels_of(fp32_model, validation)
-    model, outcome = search(fp32_model, calibration, validation, reference, target, method, progress)
+    model, outcome = search(
+        fp32_model, calibration, validation, reference, target, method, progress, int8_target=int8_target
+    )
     progress("int8: timing fp32 and int8 on ONNX Runtime CPU")
     fp32_s, int8_s = median_latencies(fp32_model, model, validation[0])
     speedup = fp32_s / int8_s

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 SEGTOOL = str(Path(sys.executable).with_name("segtool"))
 SEED = 0
+# --device auto's engine timings (runtime.model.choice): one cache per test session, never the user's
+os.environ["SEGTOOL_CACHE"] = tempfile.mkdtemp(prefix="segtool-cache-")
 
 
 class Ran(Protocol):

@@ -87,8 +87,9 @@ def test_int8_below_its_target_is_refused_and_forced_is_marked(tmp_path, checkpo
     proc = run_in_process(*args)
     assert_clean_failure(proc, 1, "below the 99.99% target", "nothing written")
     assert not out.exists() and not list(tmp_path.iterdir())
-    forced = run_in_process(*args, "--force")
+    forced = run_in_process(*args, "--force", "--int8-target", "vnni", "--no-agreements")
     assert forced.returncode == 0, forced.stderr
+    assert "int8 target vnni: 8-bit weights (reduce_range False), assumes VNNI" in forced.stdout
     from segtool.runtime import Segmenter
 
     variant = Segmenter(out, device="cpu", warn_random=False).meta.extra["variant"]
@@ -98,6 +99,8 @@ def test_int8_below_its_target_is_refused_and_forced_is_marked(tmp_path, checkpo
     best = max(h["agreement"] for h in variant["history"])  # the best try is kept, if it wins 0.1 point
     assert variant["agreement"] == best or best < variant["agreement_before"] + 0.001
     assert variant["split"] == {"calibration": 4, "validation": 2} and variant["speedup_vs_fp32"] > 0
+    assert variant["int8_target"]["name"] == "vnni" and variant["int8_target"]["assumes_vnni"] is True
+    assert "agreements" not in Segmenter(out, device="cpu", warn_random=False).meta.extra  # --no-agreements
 
 
 def test_int8_that_meets_its_target_records_how(tmp_path, checkpoint):
@@ -117,6 +120,15 @@ def test_int8_that_meets_its_target_records_how(tmp_path, checkpoint):
     assert variant["agreement"] == variant["agreement_before"] and variant["method"] == "minmax"
     assert "6 images" in variant["calibration"] or "generated" in variant["calibration"]
     assert np.isfinite(variant["speedup_vs_fp32"])
+    target = variant["int8_target"]
+    assert target | {"export_cpu_vnni": None} == {
+        "name": "portable",
+        "weight_bits": 7,
+        "reduce_range": True,
+        "assumes_vnni": False,
+        "export_cpu_vnni": None,
+    }
+    assert "agreements" in result.meta.extra  # other engines measured on the written int8 file
 
 
 def _net(state):
@@ -166,19 +178,20 @@ def small_head_graph() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
-def quantized(tmp_path, nncf_like: bool, calibration: list[np.ndarray]):
+def quantized(tmp_path, nncf_like: bool, calibration: list[np.ndarray], int8_target: str = "portable"):
     import onnx
 
     from segtool.export.int8 import Quantizer
 
     tmp_path.mkdir()
-    quantizer = Quantizer(small_head_graph(), calibration, "minmax", tmp_path, nncf_like)
+    quantizer = Quantizer(small_head_graph(), calibration, "minmax", tmp_path, nncf_like, int8_target)
     return quantizer, onnx.load_from_string(quantizer.quantize([]))
 
 
 def test_the_ort_quantizer_takes_nncfs_choices(tmp_path, monkeypatch):
     """Mean of per-image ranges (not the global min/max), no quantize/dequantize pair on the logits
-    or around the final Resize, and 7-bit weights on a CPU without VNNI; the old choices when asked."""
+    or around the final Resize, and 7-bit weights (portable) whatever the export host's CPU, 8-bit ones
+    only for --int8-target vnni; the old choices when asked."""
     from onnx import numpy_helper
 
     import segtool.export.int8 as int8
@@ -209,7 +222,9 @@ def test_the_ort_quantizer_takes_nncfs_choices(tmp_path, monkeypatch):
     quantizer, now = quantized(tmp_path / "now", True, calibration)
     _, before = quantized(tmp_path / "before", False, calibration)
     monkeypatch.setattr(int8, "vnni", lambda: True)
-    _, with_vnni = quantized(tmp_path / "vnni", True, calibration)
+    _, on_vnni_host = quantized(tmp_path / "vnni_host", True, calibration)  # the host's flags choose nothing
+    _, with_vnni = quantized(tmp_path / "vnni", True, calibration, "vnni")
+    assert facts(on_vnni_host)["weight_max"] <= 64
     now, before, with_vnni = facts(now), facts(before), facts(with_vnni)
     assert quantizer.head == ["resize"]
     assert now["resize_in"] == "Conv" and now["out"] == "Resize"  # the logits stay float

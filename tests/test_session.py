@@ -130,7 +130,7 @@ def test_segmenter_cache_flag_reaches_onnx_runtime(monkeypatch, tmp_path):
 
     captured: dict[str, object] = {}
 
-    def fake_create(model, device, threads, cache_dir=None, cache=False):
+    def fake_create(model, device, threads, cache_dir=None, cache=False, trt_options=None):
         captured.update(device=device, cache_dir=cache_dir, cache=cache)
         raise SegtoolError("stop here")
 

@@ -35,7 +35,8 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from segtool.runtime.errors import DeviceError, InputError, ModelError, OutOfMemory, SegtoolError, UsageError
 from segtool.runtime.model.external import _varint
 from segtool.runtime.model.metadata import PREFIX
-from segtool.runtime.model.session import CPU
+from segtool.runtime.model.session import CPU, CUDA
+from segtool.runtime.model.session import TENSORRT as TENSORRT_PROVIDER
 
 #: A reduced precision (bf16, f16) is used only when its labels agree with f32 on at least this share of pixels.
 AGREEMENT_TARGET = 0.99
@@ -43,6 +44,7 @@ GATE_IMAGES = 3  # generated images the gate compares on, at GATE_SIZE (width, h
 GATE_SIZE = (320, 240)
 
 ORT_DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+GPU_PROVIDERS = (CUDA, TENSORRT_PROVIDER)  # outputs stay on the device until copied to the host once
 OPENVINO = "openvino"
 
 
@@ -106,16 +108,21 @@ def inference_error(exc: BaseException, shape: tuple[int, ...], provider: str) -
 
 
 class OrtEngine:
-    """An ONNX Runtime session (made by ``session.create_session``, which proves its provider started)."""
+    """An ONNX Runtime session (made by ``session.create_session``, which proves its provider started).
+
+    On a GPU, IO binding copies a frame once each way: the input in (``bind_cpu_input``), the output left
+    on the device where ONNX Runtime allocates it (``bind_output(name, "cuda")``; a labels-output file's
+    ArgMax has run there, so only uint8 labels cross) and copied to the host once (``copy_outputs_to_cpu``).
+    """
 
     name = "onnxruntime"
-    reduced: str | None = None  # ONNX Runtime computes in the file's own precision
 
-    def __init__(self, session: Any, provider: str):
+    def __init__(self, session: Any, provider: str, reduced: str | None = None, reference: Any = None):
         self.session, self.provider = session, provider
+        self.reduced = reduced  # fp16 for TensorRT asked to build fp16 engines (tensorrt:fp16), else None
+        self._reference = reference  # opens the same file in fp32, for the agreement gate of a reduced one
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
-        # On a GPU, IO binding lets ONNX Runtime place the output itself and copy it to the host once.
         self.io_binding = provider != CPU
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
@@ -124,14 +131,77 @@ class OrtEngine:
                 return self.session.run([self.output_name], {self.input_name: tensor})[0]
             binding = self.session.io_binding()
             binding.bind_cpu_input(self.input_name, tensor)
-            binding.bind_output(self.output_name)
+            binding.bind_output(self.output_name, "cuda" if self.provider in GPU_PROVIDERS else "cpu")
             self.session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
         except SESSION_ERRORS as exc:
             raise inference_error(exc, tensor.shape, self.provider) from exc
 
     def reference(self) -> OrtEngine:
-        return self
+        return self._reference() if self.reduced and self._reference else self
+
+
+# TensorRT -----------------------------------------------------------------------------------------
+
+TENSORRT = "tensorrt"
+TENSORRT_FORMAT = "tensorrt[:fp16][:MIN,OPT,MAX] (WIDTHxHEIGHT or BATCHxWIDTHxHEIGHT each)"
+
+
+@dataclass(frozen=True)
+class TrtTarget:
+    fp16: bool = False
+    profile: tuple[tuple[int, int, int], ...] = ()  # (batch, height, width) for min, opt, max; () = TensorRT's own
+
+
+def _profile_shape(text: str, device: str) -> tuple[int, int, int]:
+    try:
+        values = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3) or min(values) < 1:
+        raise UsageError(f"device {device!r}: {text!r} is not WIDTHxHEIGHT or BATCHxWIDTHxHEIGHT ({TENSORRT_FORMAT})")
+    batch, width, height = values if len(values) == 3 else [1, *values]
+    return batch, height, width
+
+
+def tensorrt_target(device: str) -> TrtTarget | None:
+    """``tensorrt[:fp16][:MIN,OPT,MAX]`` -> what to build TensorRT engines for; None for another device.
+    One size fixes the profile (min = opt = max); two are min and max (opt = max); three min, opt, max."""
+    parts = device.split(":")
+    if parts[0].lower() != TENSORRT:
+        return None
+    fp16 = False
+    profile: tuple[tuple[int, int, int], ...] = ()
+    for part in parts[1:]:
+        if part.lower() == "fp16" and not fp16:
+            fp16 = True
+        elif part and not profile:
+            shapes = [_profile_shape(s, device) for s in part.split(",")]
+            if len(shapes) > 3:
+                raise UsageError(f"device {device!r}: at most three sizes, min, opt and max ({TENSORRT_FORMAT})")
+            profile = tuple(shapes) if len(shapes) == 3 else (shapes[0], shapes[-1], shapes[-1])
+            if any(a > b for low, high in zip(profile, profile[1:]) for a, b in zip(low, high)):
+                raise UsageError(f"device {device!r}: the sizes must grow from min to opt to max ({TENSORRT_FORMAT})")
+        else:
+            raise UsageError(f"unknown device {device!r}: TensorRT devices are written {TENSORRT_FORMAT}")
+    return TrtTarget(fp16, profile)
+
+
+def tensorrt_options(target: TrtTarget, input_name: str, cache_folder: str) -> dict[str, object]:
+    """TensorRT's provider options (ONNX Runtime's TensorRT EP documentation): fp16 or not, an explicit
+    optimization profile for the image input when one is given (``trt_profile_{min,opt,max}_shapes``,
+    "name:NxCxHxW"; the engine cache checks it and rebuilds when it changes), and the engine and timing
+    caches in ``cache_folder``, so engines are built once per model, GPU and TensorRT."""
+    options: dict[str, object] = {
+        "trt_fp16_enable": target.fp16,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": cache_folder,
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": cache_folder,
+    }
+    for which, (batch, height, width) in zip(("min", "opt", "max"), target.profile):
+        options[f"trt_profile_{which}_shapes"] = f"{input_name}:{batch}x3x{height}x{width}"
+    return options
 
 
 # OpenVINO -----------------------------------------------------------------------------------------
@@ -251,36 +321,95 @@ def _port(port: Any) -> Port:
     return Port(port.get_any_name(), dims, f"tensor({_OV_TYPES.get(kind, kind)})")
 
 
+def _fields(buf, pos: int = 0, end: int | None = None):
+    """(number, wire type, field start, payload start, field end) of each field of one protobuf
+    message, skipping every payload by its length."""
+    end = len(buf) if end is None else end
+    while pos < end:
+        start = pos
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+            payload = pos
+        elif wire in (1, 5):
+            payload = pos
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            length, payload = _varint(buf, pos)
+            pos = payload + length
+        else:
+            raise ValueError(f"wire type {wire}")
+        if pos > end:
+            raise ValueError("field runs past its message")
+        yield number, wire, start, payload, pos
+
+
+def _entry(buf, payload: int, end: int) -> tuple[str, str]:
+    """A StringStringEntryProto's (key, value)."""
+    entry = {n: bytes(buf[at:stop]).decode("utf-8") for n, w, _, at, stop in _fields(buf, payload, end) if w == 2}
+    return entry.get(1, ""), entry.get(2, "")
+
+
 def onnx_metadata(path: str | Path) -> dict[str, str]:
     """The ONNX file's ``metadata_props`` (ModelProto field 14, key/value entries), read from its bytes:
     one pass over the top-level fields, skipping the graph by its length. No onnx package needed."""
     props: dict[str, str] = {}
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            pos, end = 0, len(buf)
-            while pos < end:
-                key, pos = _varint(buf, pos)
-                number, wire = key >> 3, key & 7
-                if wire == 0:
-                    _, pos = _varint(buf, pos)
-                elif wire in (1, 5):
-                    pos += 8 if wire == 1 else 4
-                elif wire == 2:
-                    length, pos = _varint(buf, pos)
-                    if number == 14:
-                        entry, at = {}, pos
-                        while at < pos + length:
-                            tag, at = _varint(buf, at)
-                            size, at = _varint(buf, at)
-                            entry[tag >> 3] = bytes(buf[at : at + size]).decode("utf-8")
-                            at += size
-                        props[entry.get(1, "")] = entry.get(2, "")
-                    pos += length
-                else:
-                    raise ValueError(f"wire type {wire}")
+            for number, wire, _, payload, end in _fields(buf):
+                if number == 14 and wire == 2:
+                    key, value = _entry(buf, payload, end)
+                    props[key] = value
     except (OSError, ValueError, IndexError) as exc:
         raise ModelError(f"{path}: its metadata cannot be read ({exc})") from None
     return props
+
+
+def onnx_input_names(path: str | Path) -> list[str]:
+    """The graph's input names (GraphProto field 11, less those that are initializers, as files of
+    IR < 4 list them), read from the file's bytes; ``ModelError`` for a file that is not ONNX."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            graph = next((p, e) for n, w, _, p, e in _fields(buf) if n == 7 and w == 2)
+            names: list[str] = []
+            initializers: set[str] = set()
+            for number, wire, _, payload, end in _fields(buf, *graph):
+                if number in (5, 11) and wire == 2:  # TensorProto (name: 8) or ValueInfoProto (name: 1)
+                    field = 8 if number == 5 else 1
+                    name = next(
+                        (bytes(buf[a:b]).decode() for n, _, _, a, b in _fields(buf, payload, end) if n == field), ""
+                    )
+                    (initializers.add(name) if number == 5 else names.append(name))
+    except (OSError, ValueError, IndexError, StopIteration) as exc:
+        raise ModelError(f"{path}: its graph cannot be read ({exc or 'no graph'})") from None
+    return [n for n in names if n not in initializers]
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _length_field(number: int, payload: bytes) -> bytes:
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(payload)) + payload
+
+
+def with_metadata(data: bytes, props: dict[str, str]) -> bytes:
+    """An ONNX file's bytes with ``props`` set in its ``metadata_props``: entries under those keys are
+    replaced, everything else kept byte for byte (no onnx package, no re-serialization of the graph)."""
+    kept = []
+    for number, wire, start, payload, end in _fields(data):
+        if number == 14 and wire == 2 and _entry(data, payload, end)[0] in props:
+            continue
+        kept.append(data[start:end])
+    for key, value in props.items():
+        kept.append(_length_field(14, _length_field(1, key.encode()) + _length_field(2, value.encode())))
+    return b"".join(kept)
 
 
 def _text(value: Any) -> str:
@@ -414,12 +543,19 @@ class PrecisionCheck:
     images: int
     size: tuple[int, int]  # (width, height)
     reference: str  # what computed the f32 labels
+    pixels: int = 0  # pixels compared (0: images x size)
+    recorded: str | None = None  # the pictures of a figure read from the file's record, not measured now
 
     @property
     def passed(self) -> bool:
         return self.agreement >= self.target
 
     def describe(self) -> str:
+        if self.recorded is not None:
+            return (
+                f"{self.precision} labels agree with f32 ({self.reference}) on {self.agreement:.2%} of "
+                f"{self.pixels} pixels ({self.recorded}; recorded in the file; target {self.target:.2%})"
+            )
         return (f"{self.precision} labels agree with f32 ({self.reference}) on {self.agreement:.2%} of pixels of "
                 f"{self.images} generated {self.size[0]}x{self.size[1]} images (target {self.target:.0%})")  # fmt: skip
 

@@ -47,6 +47,7 @@ class Extras(TypedDict, total=False):
     adopted: dict  # `segtool adopt`: the source file, its producer, the input/output it had, what was dropped
     output_stride: int  # the output is 1/stride of the input's height and width (the runtime upsamples it)
     input_size: list  # [height, width] when the graph only takes that size
+    agreements: dict  # other engines' label agreement with ONNX Runtime CPU (runtime.tools.precisions, model.choice)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,12 @@ class ModelMetadata:
             return f"checkpoint {self.weights.get('file')} (sha256 {str(self.weights.get('sha256'))[:12]})"
         if kind == "adopted":
             return f"adopted ONNX file {self.weights.get('file')} (sha256 {str(self.weights.get('sha256'))[:12]})"
-        return json.dumps(self.weights)
+        if kind == "callable":
+            return f"the weights {self.weights.get('name')} itself gives"
+        if kind == "huggingface":
+            return f"Hugging Face folder {self.weights.get('folder')} (sha256 {str(self.weights.get('sha256'))[:12]})"
+        plain = ", ".join(f"{k} {v}" for k, v in sorted(self.weights.items()) if isinstance(v, (str, int, float)))
+        return plain or "weights of unknown origin"
 
     @property
     def published(self) -> dict | None:
@@ -132,6 +138,10 @@ class ModelMetadata:
         return "not verified: exported without the parity gate (--no-verify)"
 
     @property
+    def normalization_label(self) -> str:
+        return normalization_label(self.mean, self.std, self.channel_order)
+
+    @property
     def output_stride(self) -> int:
         """1, or the factor the graph's output is smaller than its input by (recorded by `segtool adopt`)."""
         stride = self.extra.get("output_stride", 1)
@@ -174,6 +184,12 @@ class ModelMetadata:
         if problems:
             raise ModelError(f"{source}: {problems[0]}")
         return meta
+
+
+def normalization_label(mean, std, channel_order: str) -> str:
+    """Mean/std per channel, always named R, G, B (on the 0..255 scale), and the network's order."""
+    per = ", ".join(f"{c} {m * 255:.6g}/{s * 255:.6g}" for c, m, s in zip("RGB", mean, std))
+    return f"{per} (mean/std of 0..255 pixels); the network takes {channel_order}"
 
 
 def _maybe_json(value: str) -> Any:
@@ -264,11 +280,17 @@ def graph_problems(meta: ModelMetadata, inputs: list, outputs: list) -> list[str
             problems.append(
                 f"{PREFIX}classes lists {len(meta.classes)} classes but the graph outputs {out.shape[1]} channels"
             )
-    elif out.type not in ("tensor(uint8)", "tensor(int64)", "tensor(int32)") or len(out.shape) != 3:
+    elif out.type not in ("tensor(uint8)", "tensor(int64)", "tensor(int32)") or not _labels_shape(out.shape):
         problems.append(
-            f"{PREFIX}output says labels but the graph's output {out.name} is {out.type} of rank {len(out.shape)}"
+            f"{PREFIX}output says labels but the graph's output {out.name} is {out.type} {out.shape}, not [N, H, W] "
+            "or [N, 1, H, W]"
         )
     return problems
+
+
+def _labels_shape(shape: list) -> bool:
+    """[N, H, W], or [N, 1, H, W] as mmdeploy writes them (a named or unknown second dim is taken as 1)."""
+    return len(shape) == 3 or (len(shape) == 4 and (shape[1] == 1 or not isinstance(shape[1], int)))
 
 
 def metadata_problems(session: Any) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from segtool.runtime.errors import DeviceError, ModelError, SegtoolError, UsageError
+from segtool.runtime.model.choice import Choice, Policy, cache_dir, choose, file_sha256, int8_warning
 from segtool.runtime.model.engines import (
     AGREEMENT_TARGET,
     DEVICE_FORMAT,
@@ -26,7 +27,10 @@ from segtool.runtime.model.engines import (
     OrtEngine,
     PrecisionCheck,
     gate_images,
+    onnx_input_names,
     openvino_target,
+    tensorrt_options,
+    tensorrt_target,
 )
 from segtool.runtime.model.metadata import OUTPUT_LABELS, ModelMetadata
 from segtool.runtime.model.postprocess import argmax_channels, resize_labels, resize_logits
@@ -46,6 +50,15 @@ def open_engine(path: Path, device: str = "auto", threads: int | None = None, ca
     target = openvino_target(device)
     if target is not None:
         return OpenVinoEngine(path, target, threads, str(path.parent / ".segtool-ov-cache") if cache else None)
+    trt = tensorrt_target(device)
+    if trt is not None:  # engines and timings cached: beside the model with cache, else in the user's cache folder
+        folder = path.parent / ".segtool-trt-cache" if cache else cache_dir() / "tensorrt" / file_sha256(path)[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        name = onnx_input_names(path)[0] if trt.profile else "image"  # the profile names the image input
+        options = tensorrt_options(trt, name, str(folder))
+        session, provider = create_session(str(path), "tensorrt", threads, str(folder), cache, trt_options=options)
+        fp32 = lambda: OrtEngine(*create_session(str(path), "cuda", threads))  # noqa: E731  # the gate's reference
+        return OrtEngine(session, provider, "fp16" if trt.fp16 else None, fp32)
     if device not in ORT_DEVICES:
         raise UsageError(f"unknown device {device!r}: choose one of {', '.join(ORT_DEVICES)} or {DEVICE_FORMAT}")
     engines = str(path.parent / ".segtool-trt-cache") if cache else None  # TensorRT engine/timing cache
@@ -71,12 +84,17 @@ class Segmenter:
         threads: int | None = None,
         warn_random: bool = True,
         cache: bool = False,
+        policy: Policy | None = None,
     ):
         path = Path(model_path)
         if not path.is_file():
             raise ModelError(f"model {path} not found")
+        self.choice: Choice | None = None  # what --device auto chose and why (segtool.runtime.model.choice)
         try:
-            self.engine: Engine = open_engine(path, device, threads, cache)
+            if device == "auto":
+                self.engine, self.choice = choose(path, threads, cache, policy or Policy(), open_engine)
+            else:
+                self.engine = open_engine(path, device, threads, cache)
         except SegtoolError:
             raise
         except Exception as exc:
@@ -96,12 +114,16 @@ class Segmenter:
         self.fixed_size: Size | None = (fixed[3], fixed[2]) if fixed[2] and fixed[3] else None  # (width, height)
         self.precision_check: PrecisionCheck | None = None
         if self.engine.reduced:
-            self.precision_check = self._check_precision(device)
+            recorded = self.choice.check if self.choice else None  # auto: the file's record stands for the gate
+            target = policy.min_agreement if policy else AGREEMENT_TARGET
+            self.precision_check = recorded or self._check_precision(device, target)
             self.provider = f"{self.engine.provider} ({self.precision_check.agreement:.2%} f32 agreement)"
         if warn_random and self.meta.random_weights:
             log.warning(
                 "%s holds %s: its labels are meaningless (for tests and benchmarks only)", path, self.meta.weights_label
             )
+        if warning := int8_warning(self.meta, path):
+            log.warning("%s", warning)
         if self.meta.precision == "fp16" and self.provider == CPU:
             log.warning(
                 "%s is an fp16 model meant for GPU providers; on the CPU it runs slower than fp32 "
@@ -128,20 +150,27 @@ class Segmenter:
     def io_binding(self, value: bool) -> None:
         self.engine.io_binding = value  # type: ignore[attr-defined]  # ONNX Runtime's engine only
 
-    def _check_precision(self, device: str) -> PrecisionCheck:
+    def _check_precision(self, device: str, target: float | None = None) -> PrecisionCheck:
         """The agreement gate: labels in the engine's reduced precision against f32 on generated images;
-        a ``DeviceError`` with the figure when they agree on less than ``AGREEMENT_TARGET`` of the pixels."""
+        a ``DeviceError`` with the figure when they agree on less than ``target`` (``AGREEMENT_TARGET``)
+        of the pixels."""
         reference = self.engine.reference()
         size = self.fixed_size or GATE_SIZE
         tensors = [self.prepare([image], size=size) for image in gate_images(size)]
         same = [np.mean(self._labels(self.forward(t)) == self._labels(self.forward(t, reference))) for t in tensors]
         check = PrecisionCheck(
-            str(self.engine.reduced), float(np.mean(same)), AGREEMENT_TARGET, len(tensors), size, reference.provider
+            str(self.engine.reduced),
+            float(np.mean(same)),
+            target or AGREEMENT_TARGET,
+            len(tensors),
+            size,
+            reference.provider,
         )
         if not check.passed:
-            target = openvino_target(device)
-            family = target.family if target else "CPU"
+            ov = openvino_target(device)
+            family = ov.family if ov else "CPU"
             f32 = f"openvino:{family}" if OPENVINO_HARDWARE[family].default == "f32" else "openvino:CPU"
+            f32 = f32 if ov or not tensorrt_target(device) else "tensorrt"
             raise DeviceError(f"device {device!r} refused: {check.describe()}; use --device {f32} for f32")
         log.warning("%s on %s: %s", self.path, self.engine.provider, check.describe())
         return check
@@ -175,18 +204,24 @@ class Segmenter:
     def forward(self, tensor: np.ndarray, engine: Engine | None = None) -> np.ndarray:
         """The graph's own output for a prepared batch (at its own resolution), cut into the graph's
         batch size when it has a fixed one; on ``engine`` when given (the gate's f32 reference)."""
-        run = (engine or self.engine).run
         step = self.fixed_batch
         if step is None or tensor.shape[0] == step:
-            return run(tensor)
+            return self._run_once(tensor, engine)
         parts = []
         for start in range(0, tensor.shape[0], step):
             chunk = tensor[start : start + step]
             filled = len(chunk)
             if filled < step:  # the last chunk, padded with copies of its last image
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - filled, axis=0)])
-            parts.append(run(np.ascontiguousarray(chunk))[:filled])
+            parts.append(self._run_once(np.ascontiguousarray(chunk), engine)[:filled])
         return np.concatenate(parts)
+
+    def _run_once(self, tensor: np.ndarray, engine: Engine | None) -> np.ndarray:
+        """One engine call; labels [N, 1, H, W] (mmdeploy's layout) come back as [N, H, W]."""
+        output = (engine or self.engine).run(tensor)
+        if self.meta.output == OUTPUT_LABELS and output.ndim == 4:
+            return output[:, 0]
+        return output
 
     def labels_at(self, output: np.ndarray, height: int, width: int) -> list[np.ndarray]:
         """Model output for a batch -> one uint8 label map per image, at (height, width)."""

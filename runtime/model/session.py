@@ -54,8 +54,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return so
 
 
-def provider_chain(device: str, cache_dir: str | None = None) -> list:
-    """The provider list handed to ONNX Runtime for a device name (options per ORT's EP docs)."""
+def provider_chain(device: str, cache_dir: str | None = None, trt_options: dict | None = None) -> list:
+    """The provider list handed to ONNX Runtime for a device name (options per ORT's EP docs;
+    ``trt_options`` from ``engines.tensorrt_options``: fp16, profile shapes, caches)."""
     if device == "cpu":
         return [CPU]
     cuda = (
@@ -67,15 +68,16 @@ def provider_chain(device: str, cache_dir: str | None = None) -> list:
     )
     if device == "cuda":
         return [cuda, CPU]
-    trt_options: dict[str, object] = {"trt_fp16_enable": False}
+    options: dict[str, object] = {"trt_fp16_enable": False}
     if cache_dir:
-        trt_options.update(
+        options.update(
             trt_engine_cache_enable=True,
             trt_engine_cache_path=cache_dir,
             trt_timing_cache_enable=True,
             trt_timing_cache_path=cache_dir,
         )
-    return [(TENSORRT, trt_options), cuda, CPU]
+    options.update(trt_options or {})
+    return [(TENSORRT, options), cuda, CPU]
 
 
 def _preload_gpu_libraries() -> None:
@@ -178,7 +180,12 @@ def _open(model, options: ort.SessionOptions, providers: list, quiet: bool) -> o
 
 
 def create_session(
-    model, device: str = "auto", threads: int | None = None, cache_dir: str | None = None, cache: bool = False
+    model,
+    device: str = "auto",
+    threads: int | None = None,
+    cache_dir: str | None = None,
+    cache: bool = False,
+    trt_options: dict | None = None,
 ) -> tuple[ort.InferenceSession, str]:
     """Open ``model`` (path or bytes) on ``device``; return the session and the provider running it.
 
@@ -203,7 +210,10 @@ def create_session(
     # Quiet: when the GPU provider cannot start, ORT logs the reason as multi-line errors and
     # runs the session on the CPU instead; we report that ourselves (and `segtool doctor` shows why).
     session = _open(
-        model, session_options(threads), provider_chain(device if device != "auto" else "cuda", cache_dir), quiet=True
+        model,
+        session_options(threads),
+        provider_chain(device if device != "auto" else "cuda", cache_dir, trt_options),
+        quiet=True,
     )
     running = session.get_providers()[0]
     if running != wanted and device != "auto":

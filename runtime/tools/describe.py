@@ -12,19 +12,28 @@ from pathlib import Path
 import onnxruntime as ort
 
 from segtool.runtime.errors import ModelError
+from segtool.runtime.model.choice import Choice, Policy, choose
 from segtool.runtime.model.external import model_files
 from segtool.runtime.model.metadata import PREFIX, ModelMetadata, graph_problems, metadata_problems
 from segtool.runtime.model.segmenter import open_engine
 
 
-def describe(path: Path, device: str = "auto") -> dict:
+def describe(path: Path, device: str = "auto", policy: Policy | None = None) -> dict:
     """A description of the model at ``path``; broken segtool metadata is listed under "problems"
-    (the file is still described as far as it can be), an unreadable file is a ``ModelError``."""
+    (the file is still described as far as it can be), an unreadable file is a ``ModelError``.
+    With ``auto``, what it chooses here and why ("auto_choice"; the file's record: extra "agreements")."""
     if not path.is_file():
         raise ModelError(f"model {path} not found")
+    choice: Choice | None = None
     try:
-        engine = open_engine(path, device)  # ONNX Runtime, or OpenVINO for --device openvino...
-        session, provider = engine.session, engine.provider
+        if device == "auto":
+            engine, choice = choose(path, None, False, policy or Policy(), open_engine)
+        else:
+            engine = open_engine(path, device)  # ONNX Runtime, or OpenVINO for --device openvino...
+        provider = engine.provider
+        if choice is not None and not isinstance(engine.session, ort.InferenceSession):
+            engine = open_engine(path, "cpu")  # the file's own names of its dims, which OpenVINO does not keep
+        session = engine.session
     except ModelError:
         raise
     except Exception as exc:
@@ -47,6 +56,17 @@ def describe(path: Path, device: str = "auto") -> dict:
         "outputs": [{"name": o.name, "type": o.type, "shape": o.shape} for o in session.get_outputs()],
         "providers_available": ort.get_available_providers(),
         "provider_selected": provider,
+        "auto_choice": None
+        if choice is None
+        else {
+            "device": choice.device,
+            "provider": choice.provider,
+            "why": choice.why,
+            "line": choice.line,
+            "timings_ms": choice.timings_ms,
+            "cached": choice.cached,
+            "skipped": choice.skipped,
+        },
     }
     if problems:
         d["raw_metadata"] = {k: v[:200] for k, v in props.items() if k.startswith(PREFIX)}
