@@ -1,4 +1,6 @@
-"""`segtool triton`: a model repository for Triton Inference Server's ONNX Runtime backend.
+"""`segtool triton`: a model repository for Triton Inference Server's ONNX Runtime backend (the
+default) or its Python backend with segtool's runtime inside (``--backend python``, below and in
+``segtool.scale.triton_python``).
 
 Writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx`` (the exported file, unchanged),
 with the external data files it names beside it in ``1/`` (ONNX Runtime reads them from the
@@ -7,6 +9,14 @@ The config declares the graph's own input and output (``image`` TYPE_FP32 [3, -1
 batch dimension when ``max_batch_size`` > 0), and can add instance groups, dynamic batching and
 the TensorRT accelerator; segtool's metadata (classes, palette, normalization, weights) rides
 along as string parameters. See Triton's model configuration documentation.
+
+``--backend python`` writes ``REPO/NAME/1/model.py`` (``triton_python.MODEL_PY``) beside
+``model.onnx``: an encoded image's bytes (``image``, TYPE_UINT8 [-1], ragged batches) in,
+``labels`` (TYPE_UINT8 [-1, -1]) and ``shares`` (TYPE_FP32 [classes]) out; ``EXECUTION_ENV_PATH``
+names the environment with segtool (default: the one running this command).
+
+An existing ``--repo`` must look like a Triton repository (model folders only, each with a
+config.pbtxt or version folders): nothing is written into any other folder.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +34,7 @@ from segtool.runtime.files.images import atomic_write_bytes
 from segtool.runtime.model.external import external_locations, safe_location
 from segtool.runtime.model.metadata import PREFIX, REQUIRED
 from segtool.runtime.model.segmenter import Segmenter
+from segtool.scale.triton_python import MODEL_PY
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +73,11 @@ class TritonOptions:
     tensorrt: bool = False  # TensorRT accelerator in ONNX Runtime (GPU)
     dynamic_batching: bool = False
     max_queue_delay_us: int = 1000
+    backend: str = "onnxruntime"  # or python
+    python_env: str | None = None  # python backend: EXECUTION_ENV_PATH (None: this environment; "": none)
+
+
+BACKENDS = ("onnxruntime", "python")
 
 
 def _dims(shape, batched: bool) -> list[int]:
@@ -92,8 +109,12 @@ def config_text(seg: Segmenter, options: TritonOptions) -> str:
     """config.pbtxt (protobuf text format of Triton's ModelConfig) for the model ``seg`` holds."""
     if options.kind not in ("gpu", "cpu"):
         raise UsageError(f"--kind takes gpu or cpu (got {options.kind!r})")
+    if options.backend not in BACKENDS:
+        raise UsageError(f"--backend takes {' or '.join(BACKENDS)} (got {options.backend!r})")
     if options.tensorrt and options.kind != "gpu":
         raise UsageError("--tensorrt needs --kind gpu")
+    if options.tensorrt and options.backend != "onnxruntime":
+        raise UsageError("--tensorrt is ONNX Runtime's accelerator: it needs --backend onnxruntime")
     meta = seg.meta
     batched = options.max_batch_size > 0
     if batched and seg.fixed_batch is not None:  # Triton batches along a dimension the graph leaves open
@@ -106,11 +127,18 @@ def config_text(seg: Segmenter, options: TritonOptions) -> str:
                 f"exactly {seg.fixed_batch}); use --max-batch 0"
             )
         batched = False
-    inputs = ",\n".join(_tensor(i, batched) for i in seg.session.get_inputs())
-    outputs = ",\n".join(_tensor(o, batched) for o in seg.session.get_outputs())
+    if options.backend == "python":
+        ragged = "\n    allow_ragged_batch: true" if batched else ""  # images of any length in one batch
+        image = f'  {{\n    name: "image"\n    data_type: TYPE_UINT8\n    dims: [ -1 ]{ragged}\n  }}'
+        labels = '  {\n    name: "labels"\n    data_type: TYPE_UINT8\n    dims: [ -1, -1 ]\n  }'
+        shares = f'  {{\n    name: "shares"\n    data_type: TYPE_FP32\n    dims: [ {len(meta.classes)} ]\n  }}'
+        inputs, outputs = image, f"{labels},\n{shares}"
+    else:
+        inputs = ",\n".join(_tensor(i, batched) for i in seg.session.get_inputs())
+        outputs = ",\n".join(_tensor(o, batched) for o in seg.session.get_outputs())
     lines = [
         f"name: {json.dumps(model_name(seg, options))}",
-        'backend: "onnxruntime"',
+        f"backend: {json.dumps(options.backend)}",
         f"max_batch_size: {options.max_batch_size if batched else 0}",
         f"input [\n{inputs}\n]",
         f"output [\n{outputs}\n]",
@@ -128,9 +156,46 @@ def config_text(seg: Segmenter, options: TritonOptions) -> str:
     for key in ("output_stride", "input_size"):  # what a client must know to use the raw output
         if PREFIX + key in props:
             parameters[PREFIX + key] = props[PREFIX + key]
+    if options.backend == "python" and (env := python_env(options)):
+        parameters["EXECUTION_ENV_PATH"] = env
     for key, value in parameters.items():
         lines.append(f"parameters {{\n  key: {json.dumps(key)}\n  value: {{ string_value: {json.dumps(value)} }}\n}}")
     return "\n".join(lines) + "\n"
+
+
+def python_env(options: TritonOptions) -> str:
+    """EXECUTION_ENV_PATH for the Python backend: ``--python-env``, else this environment when the
+    backend can activate it (it sources ``bin/activate``), else none (the server's own Python must
+    then import segtool)."""
+    if options.python_env is not None:
+        if options.python_env and not (Path(options.python_env) / "bin" / "activate").is_file():
+            raise UsageError(f"--python-env {options.python_env}: no bin/activate there (a venv or conda prefix)")
+        return str(Path(options.python_env).resolve()) if options.python_env else ""
+    if (Path(sys.prefix) / "bin" / "activate").is_file():
+        return sys.prefix
+    log.warning(
+        "%s has no bin/activate: Triton's Python must import segtool by itself (or give --python-env)", sys.prefix
+    )
+    return ""
+
+
+def check_repository(repo: Path) -> None:
+    """Refuse to write into a folder that is not (or not yet) a Triton model repository."""
+    if not repo.exists():
+        return
+    if not repo.is_dir():
+        raise UsageError(f"--repo {repo} is not a folder")
+    for entry in sorted(repo.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        model_folder = entry.is_dir() and (
+            (entry / "config.pbtxt").is_file() or any(v.is_dir() and v.name.isdigit() for v in entry.iterdir())
+        )
+        if not model_folder:
+            what = f"{entry.name}/ has no config.pbtxt" if entry.is_dir() else f"{entry.name} is a file"
+            raise UsageError(
+                f"--repo {repo} is not a Triton model repository ({what}): give a new or empty folder, or a repository"
+            )
 
 
 def write_repository(model: Path, repo: Path, options: TritonOptions = TritonOptions(), device: str = "cpu") -> Path:
@@ -141,6 +206,7 @@ def write_repository(model: Path, repo: Path, options: TritonOptions = TritonOpt
     missing = [str(model.parent / d) for d in data if not (model.parent / d).is_file()]
     if missing:
         raise ModelError(f"{model}: external data file {missing[0]} not found")
+    check_repository(repo)
     folder = repo / model_name(seg, options)
     version = folder / "1"
     try:
@@ -150,6 +216,8 @@ def write_repository(model: Path, repo: Path, options: TritonOptions = TritonOpt
             target.parent.mkdir(parents=True, exist_ok=True)
             _copy(model.parent / relative, target)
         _copy(model, version / "model.onnx")
+        if options.backend == "python":
+            atomic_write_bytes(version / "model.py", MODEL_PY.encode())
     except OSError as exc:
         raise OutputError(f"cannot write the Triton repository {folder}: {exc.strerror or exc}") from None
     atomic_write_bytes(folder / "config.pbtxt", text.encode())

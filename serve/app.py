@@ -9,6 +9,8 @@ never fetches a URL or opens a path named in a request: images and videos arrive
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import hmac
 import logging
 import time
@@ -34,7 +36,7 @@ from .metrics import Metrics
 from .routes_kserve import kserve_router
 from .routes_segment import segment_router
 from .schema import errors
-from .worker import InferenceWorker, Overloaded
+from .worker import InferenceWorker, Overloaded, Stopped, TurnEngine
 
 HEALTH = ("/v2/health/live", "/v2/health/ready")
 log = logging.getLogger(__name__)
@@ -49,20 +51,26 @@ class ServeSettings:
     api_key: str | None = None  # bearer token required on everything but the health routes
     max_size: int = DEFAULT_LONG_SIDE  # /v1/segment infers with this long side unless the request says (0: full)
     max_video_frames: int = 250  # /v1/segment-video: longer videos get 413
+    budget_mp: float = 600.0  # most megapixels one request may have computed (frames x pixels); beyond: 413
+    deadline_s: float = 60.0  # a request not done this long after its body was read is stopped: 503 (0: none)
 
 
 class Service:
     """What the routes share: the model, its worker, the settings and the metrics."""
 
     def __init__(self, seg: Segmenter, settings: ServeSettings):
-        self.seg, self.settings = seg, settings
+        self.settings = settings
         self.name = settings.name or seg.meta.model
-        self.worker = InferenceWorker(settings.max_queue)
+        self.worker = InferenceWorker(settings.max_queue, settings.deadline_s or None)
+        # the same model and session, its calls taking the worker's turns and stopped with their request
+        self.seg = copy.copy(seg)
+        self.seg.engine = TurnEngine(seg.engine, self.worker.turn)
         self.metrics = Metrics()
         self.version = metadata.version("segtool")
 
-    async def infer(self, fn):
-        """Run ``fn`` on the worker, timing it; ``Overloaded`` when the queue is full."""
+    async def infer(self, fn, lane: str = "short", request: Request | None = None):
+        """Run ``fn`` on the worker's ``lane``, timing it; ``Overloaded`` when the lane is full, ``Stopped``
+        past the deadline or when the client of ``request`` goes away."""
         self.metrics.queue.set(self.worker.waiting)
 
         def timed():
@@ -70,7 +78,7 @@ class Service:
                 return fn()
 
         try:
-            return await self.worker.run(timed)
+            return await self.worker.run(timed, lane, (lambda: disconnected(request)) if request else None)
         finally:
             self.metrics.queue.set(self.worker.waiting)
 
@@ -89,6 +97,15 @@ class Service:
                 raise TooLarge(limit)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client of ``request`` (its body read) goes away; never, if that cannot be seen."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # noqa: BLE001 - a receive that fails tells nothing about the client
+        await asyncio.Event().wait()
 
 
 class TooLarge(Exception):
@@ -110,7 +127,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        service.worker.close()  # in-flight calls finish before the process exits
+        # `segtool serve` stops the work still running at --drain-s (``stop_after``); inside another server,
+        # it is stopped here. Off the event loop, and bounded: a call in flight is cut at its next node.
+        await asyncio.to_thread(service.worker.close)
 
     app = FastAPI(title="segtool", version=service.version, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.service = service
@@ -142,6 +161,20 @@ def create_app(
     async def overloaded(request: Request, exc: Overloaded):
         service.metrics.rejected.inc()
         return error(503, "busy: the inference queue is full, retry shortly", {"Retry-After": "1"})
+
+    @app.exception_handler(Stopped)
+    async def stopped(request: Request, exc: Stopped):
+        service.metrics.abandoned.labels(exc.reason).inc()
+        if exc.reason == "client":  # nobody reads the answer: nginx's 499, as for a client gone mid-upload
+            log.warning("%s %s: the client left; its work was stopped", request.method, request.url.path)
+            return Response(status_code=499)
+        if exc.reason == "shutdown":
+            return error(503, "the server is shutting down: retry shortly", {"Retry-After": "1"})
+        # 503, not 408: browsers send a request again by themselves after a 408, and this one would only
+        # take as long again; no Retry-After either, for the same reason
+        return error(503, f"deadline: the request was not done within {settings.deadline_s:g} s (--deadline-s) "
+                          "and its work was stopped; ask for a smaller max_size, fewer frames (max_frames) or a "
+                          "smaller image")  # fmt: skip
 
     @app.exception_handler(InputError)
     async def bad_input(request: Request, exc: InputError):

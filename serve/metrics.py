@@ -20,3 +20,5 @@ class Metrics:
         self.queue = Gauge("segtool_queue_depth", "Requests waiting for the inference worker", registry=self.registry)
         self.rejected = Counter("segtool_rejected_total", "Requests refused with 503 (queue full)",
                                 registry=self.registry)  # fmt: skip
+        self.abandoned = Counter("segtool_abandoned_total", "Requests whose work was stopped (deadline, client "
+                                 "gone, shutdown)", ["reason"], registry=self.registry)  # fmt: skip

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from segtool.runtime.errors import InputError
 
+from .budget import OverBudget
 from .protocol import (
     HEADER,
     NAMES,
@@ -100,7 +101,7 @@ def kserve_router(service) -> APIRouter:
 
         def prepare() -> tuple[dict, np.ndarray, set[str]]:
             parsed, tensors = parse_request(body, length)
-            tensor = check_image(tensors, graph_in.name, service.settings.max_pixels)
+            tensor = check_image(tensors, graph_in.name, service.settings.max_pixels, service.settings.budget_mp)
             wanted = [o["name"] for o in requested_outputs(parsed)]
             if any(n != graph_out.name for n in wanted):
                 raise InputError(f"unknown output requested: {wanted[:4]} (this model has {graph_out.name!r})")
@@ -118,7 +119,7 @@ def kserve_router(service) -> APIRouter:
             return encode_response(service.name, "1", {graph_out.name: result}, binary, parsed.get("id"))
 
         prepared = prepare() if len(body) <= INLINE_BYTES else None
-        content, header = await service.infer(lambda: work(prepared))
+        content, header = await service.infer(lambda: work(prepared), "short", request)
         headers = {HEADER: str(header)} if header is not None else {}
         media = "application/octet-stream" if header is not None else "application/json"
         return Response(content, media_type=media, headers=headers)
@@ -137,8 +138,8 @@ def kserve_router(service) -> APIRouter:
     return router
 
 
-def check_image(tensors: dict[str, np.ndarray], name: str, max_pixels: int) -> np.ndarray:
-    """The one input the model takes: FP32 [N, 3, H, W], within the pixel limit."""
+def check_image(tensors: dict[str, np.ndarray], name: str, max_pixels: int, budget_mp: float = 0.0) -> np.ndarray:
+    """The one input the model takes: FP32 [N, 3, H, W], within the pixel limit and the compute budget."""
     if set(tensors) != {name}:
         raise InputError(f"this model takes exactly one input named {name!r} (got {sorted(tensors)[:4]})")
     tensor = tensors[name]
@@ -149,4 +150,7 @@ def check_image(tensors: dict[str, np.ndarray], name: str, max_pixels: int) -> n
     n, _, h, w = tensor.shape
     if n * h * w > max_pixels:
         raise InputError(f"input {name}: {n}x{h}x{w} pixels is over the {max_pixels:,} limit (--max-pixels)")
+    if budget_mp and n * h * w > budget_mp * 1e6:
+        raise OverBudget(f"input {name}: {n}x{h}x{w} pixels is {n * h * w / 1e6:.1f} MP of work, over the "
+                         f"{budget_mp:g} MP budget of a request (--budget-mp)")  # fmt: skip
     return tensor

@@ -20,9 +20,12 @@ WHY = {
     400: "Malformed request: not an image, not a tensor this model takes, bad JSON, a limit passed",
     401: "Missing or wrong API key (Authorization: Bearer KEY)",
     404: "Unknown model or version",
-    413: "Request body over the --max-body-mb limit, or a video over --max-video-frames",
+    413: "Request body over the --max-body-mb limit, a video over --max-video-frames, or more work than the "
+    "--budget-mp budget of a request (frames x pixels, from the headers, before decoding)",
     500: "A fault of the model or the device, not of the request",
-    503: "Busy: the inference queue is full; retry after the Retry-After seconds",
+    503: "Busy: the inference queue is full (retry after the Retry-After seconds), or the server is shutting down "
+    "(Retry-After too); or the request was not done within --deadline-s and its work was stopped (no Retry-After: "
+    "ask for less work)",
 }
 BINARY = {"type": "string", "format": "binary"}
 DATATYPE = {"type": "string", "enum": list(DTYPES)}

@@ -1,11 +1,10 @@
-"""`segtool run --ray` on a local Ray instance (2 CPUs) started once for these tests with `ray start`."""
+"""`segtool run --ray` on a local Ray instance (2 CPUs) started once for these tests (ray.cluster_utils)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,25 +13,32 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SEGTOOL, interrupt_segtool, run_segtool, scene, scene_video
+from conftest import interrupt_segtool, run_segtool, scene, scene_video
 from PIL import Image
-from servers import free_port
 
 pytestmark = pytest.mark.ray
-
-RAY = str(Path(SEGTOOL).with_name("ray"))
 
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[dict[str, str]]:
-    """A one-node cluster on loopback; token auth off (it is for clusters reached over a network)."""
-    port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    start = [RAY, "start", "--head", "--num-cpus=2", f"--port={port}", "--node-ip-address=127.0.0.1",
-             "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
-    subprocess.run(start, check=True, capture_output=True, timeout=180, env=env)
-    yield {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_MODE": "disabled"}
-    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=180, env=env)
+    """A one-node cluster (2 CPUs) on loopback, reached as `--ray auto` through RAY_ADDRESS; token auth
+    off (it is for clusters reached over a network). Its own processes only are stopped afterwards
+    (`ray stop --force` would stop every Ray process on the machine)."""
+    from ray.cluster_utils import Cluster
+
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False}
+    )
+    try:
+        yield {"RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "disabled"}
+    finally:
+        cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +104,22 @@ def test_ctrl_c_of_the_driver_leaves_no_partial_file(ray_cluster, model_path, tm
         cv2.imwrite(str(folder / f"p{k:02d}.jpg"), scene(240, 320, seed=k))
     out = tmp_path / "out"
     proc = interrupt_segtool(
-        "run", folder, "--model", model_path, "--out", out, "--ray", "auto", "--device", "cpu",
-        ready=lambda: any(out.glob("*_overlay.jpg")), signum=signal.SIGINT, wait=180, timeout=180,
+        "run",
+        folder,
+        "--model",
+        model_path,
+        "--out",
+        out,
+        "--ray",
+        "auto",
+        "--device",
+        "cpu",
+        ready=lambda: any(out.glob("*_overlay.jpg")),
+        signum=signal.SIGINT,
+        wait=180,
+        timeout=180,
         env_extra=ray_cluster,
-    )  # fmt: skip
+    )
     assert proc.returncode == 130, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     done = [p for p in out.iterdir() if not p.name.startswith(".") and p.suffix in (".png", ".jpg")]

@@ -129,12 +129,18 @@ def asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
     messages = [{"type": "http.request", "body": body, "more_body": False}]
+    answered = asyncio.Event()  # the client stays until the answer is sent (a disconnect stops the work)
 
     async def receive():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
+        if messages:
+            return messages.pop(0)
+        await answered.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered.set()
 
     asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=30))
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])

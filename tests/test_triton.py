@@ -5,6 +5,8 @@ The first test runs the console script; the others run the CLI in this process."
 from __future__ import annotations
 
 import json
+import sys
+from importlib import metadata
 
 import pytest
 from conftest import assert_clean_failure, run_in_process, run_segtool
@@ -12,14 +14,31 @@ from google.protobuf import text_format
 from tiny import tiny_model, tiny_props
 from tritonclient.grpc import model_config_pb2 as mc
 
+from segtool.scale import triton_python
+from segtool.scale.triton_python import MODEL_PY
+
 
 def parse(path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
 def test_config_for_gpu_with_batching_and_tensorrt(tmp_path, model_path):
-    proc = run_segtool("triton", model_path, "--repo", tmp_path / "repo", "--name", "street", "--max-batch", "4",
-                       "--instances", "2", "--kind", "gpu", "--tensorrt", "--dynamic-batching")  # fmt: skip
+    proc = run_segtool(
+        "triton",
+        model_path,
+        "--repo",
+        tmp_path / "repo",
+        "--name",
+        "street",
+        "--max-batch",
+        "4",
+        "--instances",
+        "2",
+        "--kind",
+        "gpu",
+        "--tensorrt",
+        "--dynamic-batching",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "tritonserver --model-repository" in proc.stdout
     folder = tmp_path / "repo" / "street"
@@ -87,3 +106,84 @@ def test_dots_inside_a_name_are_fine(tmp_path, tiny):
     proc = run_in_process("triton", tiny, "--repo", tmp_path / "repo", "--name", "fcn.v1-2_b", "--kind", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert parse(tmp_path / "repo" / "fcn.v1-2_b" / "config.pbtxt").name == "fcn.v1-2_b"
+
+
+def test_python_backend_repository_takes_encoded_images_and_runs_segtool(tmp_path, tiny):
+    proc = run_in_process(
+        "triton",
+        tiny,
+        "--repo",
+        tmp_path / "repo",
+        "--backend",
+        "python",
+        "--kind",
+        "cpu",
+        "--dynamic-batching",
+        "--queue-delay-us",
+        "20000",
+    )
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "repo" / "tiny"
+    assert (folder / "1" / "model.onnx").read_bytes() == tiny.read_bytes()
+    assert (folder / "1" / "model.py").read_text() == MODEL_PY and "segtool.scale.triton_python" in MODEL_PY
+    config = parse(folder / "config.pbtxt")
+    assert config.backend == "python" and config.max_batch_size == 8
+    (image,) = config.input
+    assert (image.name, image.data_type, list(image.dims), image.allow_ragged_batch) == (
+        "image",
+        mc.TYPE_UINT8,
+        [-1],
+        True,
+    )
+    labels, shares = config.output
+    assert (labels.name, labels.data_type, list(labels.dims)) == ("labels", mc.TYPE_UINT8, [-1, -1])
+    assert (shares.name, shares.data_type, list(shares.dims)) == ("shares", mc.TYPE_FP32, [21])
+    assert config.dynamic_batching.max_queue_delay_microseconds == 20000
+    parameters = {k: v.string_value for k, v in config.parameters.items()}
+    assert parameters["EXECUTION_ENV_PATH"] == sys.prefix and json.loads(parameters["segtool.classes"])[0]
+
+
+def test_python_backend_flags_that_cannot_work_are_one_line(tmp_path, tiny):
+    proc = run_in_process("triton", tiny, "--repo", tmp_path / "r", "--backend", "python", "--tensorrt")
+    assert_clean_failure(proc, 2, "--tensorrt is ONNX Runtime's accelerator")
+    proc = run_in_process("triton", tiny, "--repo", tmp_path / "r", "--backend", "tf", "--kind", "cpu")
+    assert_clean_failure(proc, 2, "--backend takes onnxruntime or python")
+    proc = run_in_process(
+        "triton", tiny, "--repo", tmp_path / "r", "--backend", "python", "--kind", "cpu", "--python-env", tmp_path
+    )
+    assert_clean_failure(proc, 2, "no bin/activate there")
+    proc = run_in_process("triton", tiny, "--repo", tmp_path / "r", "--kind", "cpu", "--check")
+    assert_clean_failure(proc, 2, "--check needs --backend python")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("inside", ["notes.txt", "photos/"])
+def test_a_folder_that_is_no_triton_repository_is_refused_and_left_alone(tmp_path, tiny, inside):
+    repo = tmp_path / "home"
+    (repo / "photos").mkdir(parents=True)
+    (repo / "photos" / "a.jpg").write_bytes(b"x")
+    if inside == "notes.txt":
+        (repo / "notes.txt").write_text("mine")
+        (repo / "photos" / "config.pbtxt").write_text("")  # a model folder, but a file beside it
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+    proc = run_in_process("triton", tiny, "--repo", repo, "--kind", "cpu")
+    what = "notes.txt is a file" if inside == "notes.txt" else "photos/ has no config.pbtxt"
+    assert_clean_failure(proc, 2, f"--repo {repo} is not a Triton model repository ({what})")
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+
+
+def test_a_repository_gets_a_second_model(tmp_path, tiny):
+    assert run_in_process("triton", tiny, "--repo", tmp_path / "r", "--kind", "cpu").returncode == 0
+    proc = run_in_process("triton", tiny, "--repo", tmp_path / "r", "--kind", "cpu", "--name", "other")
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"tiny", "other"}
+
+
+def test_check_without_tritonserver_is_one_line_and_writes_nothing(tmp_path, tiny, monkeypatch):
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(triton_python.metadata, "distribution", missing)
+    proc = run_in_process("triton", tiny, "--repo", tmp_path / "r", "--backend", "python", "--kind", "cpu", "--check")
+    assert_clean_failure(proc, 2, "tritonserver is not installed: pip install --no-deps 'nvidia-pytriton>=0.5'")
+    assert not (tmp_path / "r").exists()
