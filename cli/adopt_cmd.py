@@ -55,21 +55,26 @@ def load_adopt_stage():
 Model = Annotated[Path, typer.Argument(help="ONNX file made elsewhere, e.g. by torch.onnx.export.")]
 
 
-Classes = Annotated[Path, Opt("--classes", help="Class names in channel order: one a line, or a JSON list.")]
+Classes = Annotated[Optional[Path], Opt("--classes", help="Class names in channel order: one a line, a JSON list, or "
+                                        "a Hugging Face config.json (id2label) [read from config.json, pipeline.json "
+                                        "or deploy.json beside the model when there is one].")]  # fmt: skip
 
 
 Palette = Annotated[Optional[Path], Opt(help="Colours, one 'R G B' or '#rrggbb' a line (default: VOC's, "
                                         "then generated).")]  # fmt: skip
 
 
-Mean = Annotated[Optional[str], Opt(help="Normalization mean R,G,B of [0,1] pixels (0..255 values are divided "
-                                    "by 255) [ImageNet's 0.485,0.456,0.406].")]  # fmt: skip
+Mean = Annotated[Optional[str], Opt(metavar="R,G,B", help="Normalization mean of [0,1] pixels (0..255 values are "
+                                    "divided by 255), always in R,G,B order, --bgr or not [ImageNet's "
+                                    "0.485,0.456,0.406].")]  # fmt: skip
 
 
-Std = Annotated[Optional[str], Opt(help="Normalization std R,G,B [ImageNet's 0.229,0.224,0.225].")]
+Std = Annotated[Optional[str], Opt(metavar="R,G,B", help="Normalization std, R,G,B as --mean "
+                                   "[ImageNet's 0.229,0.224,0.225].")]  # fmt: skip
 
 
-Bgr = Annotated[bool, Opt("--bgr", help="The graph takes BGR channel order (default RGB).")]
+Bgr = Annotated[bool, Opt("--bgr", help="The graph takes BGR channel order (default RGB); --mean/--std stay "
+                          "R,G,B.")]  # fmt: skip
 
 
 Output = Annotated[Optional[Path], Opt("--output", "-o", help="The copy to write (default: IN_segtool.onnx beside "
@@ -85,7 +90,7 @@ Logits = Annotated[Optional[str], Opt(help="Graph output holding the class score
 
 def adopt(
     model: Model,
-    classes: Classes,
+    classes: Classes = None,
     palette: Palette = None,
     mean: Mean = None,
     std: Std = None,
@@ -94,28 +99,71 @@ def adopt(
     name: Name = None,
     logits: Logits = None,
 ):
-    """Make an ONNX segmentation model exported elsewhere a segtool model: checked, with metadata."""
-    names = parse_classes(classes)
-    colours = parse_palette(palette, len(names)) if palette is not None else None
+    """Make an ONNX segmentation model exported elsewhere a segtool model: checked, with metadata.
+
+    Beside the file, a Hugging Face config.json / preprocessor_config.json (save_pretrained) or an
+    mmdeploy pipeline.json / deploy.json give the class names and normalization; flags override them."""
+    from segtool.export.beside import read_beside
+
+    found = read_beside(model)
+    if classes is None and found.classes is None:
+        raise UsageError(f"--classes is needed: no config.json (id2label), pipeline.json or deploy.json with class "
+                         f"names beside {model}")  # fmt: skip
+    names: tuple[str, ...] = parse_classes(classes) if classes is not None else found.classes or ()
+    classes_from = "--classes" if classes is not None else found.classes_from
+    if classes is not None and classes.name == "config.json" and found.mean is None:
+        found = _processor_beside(classes, found)
+    notes = list(found.notes)
+    if classes is not None and found.classes is not None and tuple(names) != found.classes:
+        notes.append(f"--classes {classes} overrides {found.classes_from} ({len(found.classes)} names)")
     mean_3, std_3, converted = normalization(mean, std)
+    if found.mean is not None and found.std is not None:
+        for flag, given, value, theirs in (("--mean", mean, mean_3, found.mean), ("--std", std, std_3, found.std)):
+            if given is not None and any(abs(a - b) > 1e-6 for a, b in zip(value, theirs)):
+                notes.append(f"{flag} {given} overrides {found.normalization_from}'s "
+                             f"{', '.join(f'{v:.4g}' for v in theirs)}")  # fmt: skip
+        mean_3 = mean_3 if mean is not None else found.mean
+        std_3 = std_3 if std is not None else found.std
+    elif mean is None and std is None:
+        notes.append("normalization: ImageNet's (nothing beside the model says otherwise; --mean/--std to set it)")
+    order = "BGR" if bgr else found.channel_order or "RGB"
+    if bgr and found.channel_order == "RGB":
+        notes.append(f"--bgr overrides {found.normalization_from}, which feeds the network RGB")
+    colours = parse_palette(palette, len(names)) if palette is not None else None
+    for note in notes:
+        say(f"adopt: {note}", to_stderr=True)
     stage = load_adopt_stage()
 
     def progress(step: str) -> None:
         say(f"adopt: {step}", to_stderr=True)
 
-    result = stage.adopt_model(model, names, colours, mean_3, std_3, "BGR" if bgr else "RGB", output, name, logits,
-                               progress=progress)  # fmt: skip
+    result = stage.adopt_model(model, names, colours, mean_3, std_3, order, output, name, logits, progress=progress,
+                               classes_from=classes_from, read_from=notes)  # fmt: skip
     meta = result.meta
     size = model_bytes(result.path) / 1e6
     data = f" + {', '.join(p.name for p in result.data_files)}" if result.data_files else ", self-contained"
     say(f"wrote {result.path} ({size:.1f} MB{data}, {meta.model}, {len(meta.classes)} classes)")
     dropped = f"; dropped {', '.join(result.dropped)}" if result.dropped else ""
-    say(f"  graph: input {result.source_input} -> image, output {result.source_output} -> logits{dropped}")
+    say(f"  graph: input {result.source_input} -> image, output {result.source_output} -> {meta.output}{dropped}")
+    if meta.output == "labels":
+        say("  output: class indices (ArgMax in the graph): no class scores, so no confidence or per-class soft output")
     size_note = meta.extra.get("input_size")
     if size_note:
         say(f"  input size: {size_note[1]}x{size_note[0]} only (images are resized to it)")
     if meta.output_stride > 1:
         say(f"  output: 1/{meta.output_stride} of the input size (logits upsampled bilinearly at run time)")
-    say(f"  normalization: {meta.channel_order}, mean {list(meta.mean)}, std {list(meta.std)}{converted}")
+    say(f"  normalization: {meta.normalization_label}{converted}")
     say(f"  {meta.verified_label}")
     err.print(f"next: segtool run IMAGE --model {result.path}", markup=False)
+
+
+def _processor_beside(config: Path, found):
+    """`--classes DIR/config.json`: the normalization of DIR/preprocessor_config.json too."""
+    from segtool.export.beside import HF_PROCESSOR, hf_normalization
+
+    processor = config.parent / HF_PROCESSOR
+    if processor.is_file():
+        found.mean, found.std, notes = hf_normalization(processor)
+        found.channel_order, found.normalization_from = "RGB", str(processor)
+        found.notes += [f"normalization from {processor}", *notes]
+    return found

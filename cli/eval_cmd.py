@@ -21,7 +21,15 @@ Opt = typer.Option
 
 def eval_model(
     model: ModelArg,
-    data: Annotated[Path, Opt("--data", help="VOC-format folder (JPEGImages/, SegmentationClass/, ImageSets/).")],
+    data: Annotated[
+        Path,
+        Opt(
+            "--data",
+            help="VOC-format folder (JPEGImages/, SegmentationClass/, ImageSets/). Masks: "
+            "a paletted or greyscale PNG's pixel is its class index (the palette is not read; "
+            "255 ignored), an RGB PNG is read through the model's palette.",
+        ),
+    ],
     split: Annotated[str, Opt(help="ImageSets/Segmentation/<split>.txt.")] = "val",
     limit: Annotated[Optional[int], Opt(min=1, help="Evaluate the first N images only.")] = None,
     resize: Annotated[str, Opt(help="Short side for evaluation (torchvision's protocol), or 'none'.")] = "520",

@@ -47,6 +47,7 @@ from segtool.runtime.model.metadata import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     MAX_CLASSES,
+    OUTPUT_LABELS,
     OUTPUT_LOGITS,
     PREFIX,
     Extras,
@@ -60,6 +61,7 @@ PROBE_SIZE = (256, 320)  # (height, width) for graphs with open H and W: multipl
 INLINE_LIMIT = 2_000_000_000  # protobuf's 2 GB, with room for the graph itself
 NOT_VERIFIED = "not verified: made outside segtool and adopted, never compared with PyTorch"
 _FLOATS = (np.float32, np.float16)
+_LABELS = (np.uint8, np.int32, np.int64)
 
 
 @dataclass
@@ -145,21 +147,34 @@ def run_original(source: Path, input_name: str, tensor: np.ndarray) -> dict[str,
     return {name: np.asarray(v) for name, v in zip(names, values)}
 
 
+def is_labels(value: np.ndarray, batch: int) -> bool:
+    """Class indices computed in the graph (ArgMax): integer [N, H, W] or [N, 1, H, W]."""
+    shaped = value.ndim == 3 or (value.ndim == 4 and value.shape[1] == 1)
+    return shaped and value.dtype in _LABELS and value.shape[0] == batch
+
+
 def pick_output(outputs: dict[str, np.ndarray], batch: int, wanted: str | None, source: Path) -> str:
-    """The logits output: ``wanted``, else ``out``, else the first 4-D float one not named aux."""
+    """The logits output: ``wanted``, else ``out``, else the first 4-D float one not named aux; a graph
+    with no such output, the first labels output (integer [N, H, W] or [N, 1, H, W])."""
     candidates = [n for n, v in outputs.items() if v.ndim == 4 and v.dtype in _FLOATS and v.shape[0] == batch]
+    labels = [n for n, v in outputs.items() if is_labels(v, batch)]
     listed = ", ".join(f"{n} ({v.dtype} {list(v.shape)})" for n, v in outputs.items())
     if wanted is not None:
         if wanted not in outputs:
             raise UsageError(f"--logits {wanted}: {source} has no output of that name (outputs: {listed})")
-        if wanted not in candidates:
+        if wanted not in candidates + labels:
             raise UsageError(
                 f"--logits {wanted} is {outputs[wanted].dtype} {list(outputs[wanted].shape)}, not "
-                "[N, C, H, W] float class scores"
+                "[N, C, H, W] float class scores nor [N, H, W] / [N, 1, H, W] integer labels"
             )
         return wanted
+    if not candidates and labels:
+        return labels[0]
     if not candidates:
-        raise ModelError(f"{source} has no [N, C, H, W] float output of class scores (outputs: {listed})")
+        raise ModelError(
+            f"{source} has no [N, C, H, W] float output of class scores nor [N, H, W] / [N, 1, H, W] integer "
+            f"labels (outputs: {listed})"
+        )
     if "out" in candidates:
         return "out"
     return next((n for n in candidates if "aux" not in n.lower()), candidates[0])
@@ -271,6 +286,9 @@ def adopt_model(
     logits: str | None = None,
     inline_limit: int = INLINE_LIMIT,
     progress: Callable[[str], None] = lambda stage: None,
+    agreements: bool = True,
+    classes_from: str = "--classes",
+    read_from: Sequence[str] = (),
 ) -> AdoptResult:
     """Write a segtool copy of the ONNX file ``source`` (see the module docstring); returns what was written."""
     source = Path(source)
@@ -306,24 +324,31 @@ def adopt_model(
     outputs = run_original(source, image.name, x)
     chosen = pick_output(outputs, x.shape[0], logits, source)
     reference = outputs[chosen]
-    if reference.shape[1] != len(classes):
+    labels_output = is_labels(reference, x.shape[0])
+    if labels_output and reference.size and int(reference.max()) >= len(classes):
         raise UsageError(
-            f"{len(classes)} class names for the {reference.shape[1]} channels of output {chosen}: "
-            "--classes must name one class per channel, in channel order"
+            f"{classes_from} names {len(classes)} classes but output {chosen} holds class index "
+            f"{int(reference.max())} on the probe input: it must name one class per index"
         )
-    stride = output_stride(x.shape[2:], reference.shape[2:])
+    if not labels_output and reference.shape[1] != len(classes):
+        raise UsageError(
+            f"{classes_from} names {len(classes)} classes for the {reference.shape[1]} channels of output "
+            f"{chosen}: it must name one class per channel, in channel order"
+        )
+    stride = output_stride(x.shape[2:], reference.shape[-2:])
     if stride is None:
         raise ModelError(
-            f"{source}: output {chosen} is {reference.shape[2]}x{reference.shape[3]} for a "
+            f"{source}: output {chosen} is {reference.shape[-2]}x{reference.shape[-1]} for a "
             f"{x.shape[2]}x{x.shape[3]} input, not the input's size or 1/N of it"
         )
     fixed = all(isinstance(d, int) and d > 0 for d in dims[2:])
 
-    progress(f"keeping output {chosen} as {OUTPUT_NAME}, input {image.name} as {INPUT_NAME}")
+    kept_as = OUTPUT_LABELS if labels_output else OUTPUT_NAME  # as segtool's own --labels-output names it
+    progress(f"keeping output {chosen} as {kept_as}, input {image.name} as {INPUT_NAME}")
     source_input = image.name
     dropped = prune(model.graph, chosen)
     rename_clear(model.graph, source_input, INPUT_NAME)
-    rename_clear(model.graph, chosen, OUTPUT_NAME)
+    rename_clear(model.graph, chosen, kept_as)
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p) or "unknown"
     identity: dict = {"kind": "adopted", "file": source.name, "sha256": sha256_of(source)}
     if data_names:
@@ -338,6 +363,7 @@ def adopt_model(
             "dropped_outputs": dropped,
             "verified": NOT_VERIFIED,
             "probe": {"input": list(x.shape), "output": list(reference.shape)},
+            "read_from": list(read_from),
         },
     }
     if stride > 1:
@@ -351,7 +377,7 @@ def adopt_model(
         mean=mean_3,
         std=std_3,
         channel_order=channel_order,
-        output=OUTPUT_LOGITS,
+        output=OUTPUT_LABELS if labels_output else OUTPUT_LOGITS,
         weights=identity,
         versions={
             "source_producer": producer,
@@ -367,6 +393,10 @@ def adopt_model(
     model.metadata_props.extend(others)
     onnx.helper.set_model_props(model, {p.key: p.value for p in others} | meta.to_props())
     data_files = _write_checked(model, output, x, reference, inline_limit, progress, chosen)
+    if agreements:
+        from segtool.runtime.tools.precisions import record_agreements
+
+        meta = record_agreements(output, meta, None, progress)
     return AdoptResult(output, meta, source_input, chosen, dropped, data_files)
 
 
@@ -411,6 +441,8 @@ def _write_checked(
         progress("checking the copy: the runtime opens it and gives the original's output")
         seg = Segmenter(staged, device="cpu", warn_random=False)
         got = seg.forward(x)
+        if got.size == reference.size and got.dtype not in _FLOATS:  # labels: [N, 1, H, W] comes back [N, H, W]
+            reference = reference.reshape(got.shape)
         scale = max(1.0, float(np.abs(reference.astype(np.float32)).max()))
         if got.shape != reference.shape or not np.allclose(got, reference, rtol=1e-4, atol=1e-5 * scale):
             raise ModelError(

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 
 from segtool.runtime.errors import UsageError
 
+from .config import INPUT_NAME
 from .models import one_line
 
 OPSET = 18  # the ONNX opset of every export (torch.onnx, dynamo)
-INPUT_NAME = "image"
 PROBE_SIZES = ((64, 96), (67, 101))  # a size every stride up to 32 divides, and an odd one
 MULTIPLES = (2, 4, 8, 16, 32, 64, 128)
 
@@ -131,9 +131,10 @@ def probe(model: torch.nn.Module, name: str, input_multiple: int | None = None) 
     return Probe(classes, input_multiple, resize)
 
 
-def to_onnx(graph: SegmentationGraph) -> onnx.ModelProto:
-    """Export with torch.onnx (dynamo) and symbolic batch/height/width."""
-    sample = torch.randn(1, 3, 64, 96)
+def to_onnx(graph: SegmentationGraph, batch: int = 2) -> onnx.ModelProto:
+    """Export with torch.onnx (dynamo) and symbolic batch/height/width. The example has a batch of two:
+    torch.export specializes a dim whose example size is 1 (SegFormer's batch ends up fixed at 1)."""
+    sample = torch.randn(batch, 3, 64, 96)
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     chatter = io.StringIO()  # the exporter narrates each step on stdout; keep the CLI's output ours
     with torch.no_grad(), contextlib.redirect_stdout(chatter):

@@ -5,6 +5,7 @@ Nothing is written unless every step passed; the file then carries its own metad
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -17,15 +18,17 @@ import onnxruntime as ort
 import torch
 import torchvision
 
-from segtool.runtime.errors import ParityError, UsageError
+from segtool.runtime.errors import ModelError, ParityError, SegtoolError, UsageError
 from segtool.runtime.files.images import atomic_write_bytes
 from segtool.runtime.model.classes import parse_classes
 from segtool.runtime.model.metadata import OUTPUT_LABELS, OUTPUT_LOGITS, Extras, ModelMetadata
 
 from . import parity
+from .axes import fixed_axes
 from .classes import class_names_and_colours
 from .config import DEFAULT_MODEL, ExportConfig
 from .graph import Probe, SegmentationGraph, probe, to_onnx
+from .hf import is_hf_name, load_hf
 from .models import CallableSpec, format_call, get_spec, is_callable_name
 from .weights import (
     Checkpoint,
@@ -66,7 +69,11 @@ def build_graph(
 
 def build_from_config(config: ExportConfig) -> tuple[SegmentationGraph, ModelMetadata]:
     names = parse_classes(config.classes_file) if config.classes_file else None
-    if is_callable_name(config.model):
+    if is_hf_name(config.model):
+        net, identity, extra, probed = _build_hf(config, names)
+        graph = SegmentationGraph(net, config.labels_output, probed.input_multiple, probed.resize_output)
+        count, voc_default = probed.classes, False
+    elif is_callable_name(config.model):
         net, identity, extra, probed = _build_callable(config, names)
         graph = SegmentationGraph(net, config.labels_output, probed.input_multiple, probed.resize_output)
         count, voc_default = probed.classes, False
@@ -183,6 +190,16 @@ def _build_callable(config: ExportConfig, names: tuple[str, ...] | None) -> tupl
     return net, identity, Extras(build=build), probed
 
 
+def _build_hf(config: ExportConfig, names: tuple[str, ...] | None) -> tuple[Net, dict, Extras, Probe]:
+    """A local Hugging Face folder (``hf:DIR``) through transformers, probed like your own network."""
+    net, identity = load_hf(config.model, config.seed, config.random_weights)
+    probed = probe(net, config.model, config.input_multiple)
+    _agree(_count_flag(config, names), probed.classes, f"{config.model}'s logits", config, names)
+    build = {"huggingface": config.model, "input_multiple": probed.input_multiple,
+             "resized_output": probed.resize_output}  # fmt: skip
+    return net, identity, Extras(build=build), probed
+
+
 def count_flops(graph: SegmentationGraph, height: int = 520, width: int = 520) -> dict:
     """FLOPs of one forward pass (2 per multiply-add, torch's counter), stored so the benchmark
     can report achieved GFLOP/s; convolution cost grows with the pixel count."""
@@ -223,16 +240,38 @@ def export_model(
     progress("counting FLOPs")
     extra: Extras = {**meta.extra, "flops": count_flops(graph), "precision": config.precision}
     progress("exporting to ONNX (torch.onnx, dynamo)")
-    proto = to_onnx(graph)
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.CRITICAL)  # a failed first try logs torch's guard tracebacks
+    try:
+        proto = to_onnx(graph)
+    except Exception:  # a network that cannot take a batch of two: exported as before; the axis check names it
+        proto = None
+    finally:
+        torch_log.setLevel(level)
+    if proto is None:
+        proto = to_onnx(graph, batch=1)
     proto.producer_name, proto.producer_version = "segtool", _version("segtool")
     proto.doc_string = f"{meta.model} ({meta.weights_label}) exported by segtool"
     progress("checking the graph (onnx.checker)")
     onnx.checker.check_model(proto, full_check=True)
+    fixed = fixed_axes(proto)
+    if fixed:
+        raise ModelError(f"the export fixed {fixed[0]}: the network's code ties it to the example input (a literal "
+                         f"size, or a size read as a number); segtool files take any batch, height and width; "
+                         f"{output} was not written")  # fmt: skip
     rows: list[parity.ParityRow] = []
     if config.verify:
         gate = config.gate
         progress(f"parity gate: PyTorch vs ONNX Runtime on {len(config.shapes)} shapes")
-        rows = parity.compare(graph, proto.SerializeToString(), config.shapes, meta.mean, meta.std, gate)
+        try:
+            rows = parity.compare(graph, proto.SerializeToString(), config.shapes, meta.mean, meta.std, gate)
+        except SegtoolError:
+            raise
+        except Exception as exc:  # PyTorch or ONNX Runtime cannot run a gate shape: one line, no traceback
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+            raise ParityError(f"parity gate could not run ({type(exc).__name__}: {first}); {output} was not written",
+                              []) from None  # fmt: skip
         extra["parity"] = {
             **asdict(gate),
             "rule": gate.describe(),
@@ -257,4 +296,8 @@ def export_model(
     progress(f"writing {output}")
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(output, proto.SerializeToString())
+    if config.agreements:
+        from segtool.runtime.tools.precisions import record_agreements
+
+        meta = record_agreements(output, meta, config.calibration, progress)
     return ExportResult(output, meta, rows)

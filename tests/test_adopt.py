@@ -197,12 +197,12 @@ def test_several_inputs_are_refused_in_one_line(tmp_path):
 def test_wrong_class_count_and_bad_logits_name_are_usage_errors(tmp_path):
     source = hand_graph(tmp_path / "h.onnx", classes=4)
     proc = run_in_process("adopt", source, "--classes", classes_file(tmp_path / "c.txt", "abc"))
-    assert_clean_failure(proc, 2, "3 class names for the 4 channels of output scores")
+    assert_clean_failure(proc, 2, "--classes names 3 classes for the 4 channels of output scores")
     proc = run_in_process("adopt", source, "--classes", tmp_path / "c.txt", "--logits", "nope")
     assert_clean_failure(proc, 2, "--logits nope", "scores", "aux")
     labels_only = hand_graph(tmp_path / "l.onnx", labels=True)
-    proc = run_in_process("adopt", labels_only, "--classes", classes_file(tmp_path / "d.txt", "abcd"))
-    assert_clean_failure(proc, 2, "no [N, C, H, W] float output")
+    proc = run_in_process("adopt", labels_only, "--classes", classes_file(tmp_path / "d.txt", "abc"))
+    assert_clean_failure(proc, 2, "--classes names 3 classes but output labels holds class index 3")
 
 
 def test_the_output_not_named_aux_is_kept_and_logits_picks_another(tmp_path):
@@ -464,3 +464,219 @@ def test_adopt_with_palette_mean_std_and_bgr(tmp_path):
     assert meta.mean == pytest.approx((0.485, 0.456, 0.406)) and meta.std == pytest.approx((0.229, 0.224, 0.225))
     bad = run_in_process("adopt", source, "--classes", tmp_path / "c.txt", "--mean", "1,2")
     assert_clean_failure(bad, 2, "--mean takes three numbers")
+
+
+# -- one normalization contract: --mean/--std are R,G,B whatever --bgr says ----------------------
+
+RGB_MEAN, RGB_STD = (0.8, 0.5, 0.2), (0.1, 0.3, 0.6)  # far apart, so applying them to the wrong channel shows
+
+
+def identity_bgr_graph(path: Path) -> Path:
+    """A network whose labels depend on channel order: logits = its three (normalized) input channels."""
+    weight = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+    node = helper.make_node("Conv", ["bgr", "w"], ["scores"])
+    image = helper.make_tensor_value_info("bgr", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    graph = helper.make_graph([node], "order", [image], [scores], [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save_model(model, str(path))
+    return path
+
+
+def test_mean_std_are_rgb_under_bgr_and_match_the_torch_forward(tmp_path):
+    source = identity_bgr_graph(tmp_path / "order.onnx")
+    mean_255 = ",".join(f"{v * 255:g}" for v in RGB_MEAN)
+    std_255 = ",".join(f"{v * 255:g}" for v in RGB_STD)
+    proc = run_in_process("adopt", source, "--classes", classes_file(tmp_path / "c.txt", "bgr"), "--bgr",
+                          "--mean", mean_255, "--std", std_255)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "R 204/25.5, G 127.5/76.5, B 51/153" in proc.stdout and "network takes BGR" in proc.stdout
+    image = scene(64, 96, seed=7)  # BGR, as OpenCV reads it
+    # the contract as documented, in torch: B,G,R planes, each with its own channel's mean and std
+    x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    bgr_mean = torch.tensor(RGB_MEAN[::-1]).view(1, 3, 1, 1)
+    bgr_std = torch.tensor(RGB_STD[::-1]).view(1, 3, 1, 1)
+    weight = torch.eye(3).view(3, 3, 1, 1)
+    expected = torch.nn.functional.conv2d((x - bgr_mean) / bgr_std, weight).argmax(1)[0].numpy()
+    wrong = torch.nn.functional.conv2d((x - torch.tensor(RGB_MEAN).view(1, 3, 1, 1)) /
+                                       torch.tensor(RGB_STD).view(1, 3, 1, 1), weight).argmax(1)[0].numpy()  # fmt: skip
+    assert np.mean(wrong == expected) < 0.9  # the test can tell the two readings apart
+    labels = Segmenter(tmp_path / "order_segtool.onnx", device="cpu", warn_random=False).segment(image)
+    assert np.mean(labels == expected) == 1.0
+    info = run_in_process("info", tmp_path / "order_segtool.onnx")
+    assert "R 204/25.5, G 127.5/76.5, B 51/153" in info.stdout
+    same = run_in_process("adopt", source, "--classes", tmp_path / "c.txt", "--bgr", "-o", tmp_path / "b.onnx",
+                          "--mean", ",".join(map(str, RGB_MEAN)), "--std", ",".join(map(str, RGB_STD)))  # fmt: skip
+    assert same.returncode == 0 and Segmenter(tmp_path / "b.onnx", device="cpu").meta.mean == RGB_MEAN
+
+
+# -- the files beside the model: Hugging Face's save_pretrained, mmdeploy's work folder -----------
+
+HF_PROCESSOR = {"image_processor_type": "SegformerImageProcessor", "do_resize": True, "size": {"height": 512,
+                "width": 512}, "do_rescale": True, "rescale_factor": 0.00392156862745098, "do_normalize": True,
+                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_reduce_labels": False}  # fmt: skip
+
+
+def hf_folder(folder: Path, names=("sky", "road", "car"), processor: dict | None = HF_PROCESSOR, **config) -> Path:
+    """An ONNX file in a folder laid out as ``save_pretrained`` writes one (config and processor config)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = {str(k): n for k, n in enumerate(names)}
+    document = {"architectures": ["SegformerForSemanticSegmentation"], "id2label": labels,
+                "label2id": {n: k for k, n in enumerate(names)}, "model_type": "segformer"} | config  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(document))
+    if processor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return hand_graph(folder / "model.onnx", classes=3)
+
+
+def hf_reference(source: Path, image_bgr: np.ndarray) -> np.ndarray:
+    """The labels as the processor and the graph give them: rescale by 1/255, (x - 0.5) / 0.5, RGB."""
+    import onnxruntime as ort
+
+    rgb = image_bgr[:, :, ::-1].astype(np.float32) * np.float32(0.00392156862745098)
+    x = ((rgb - 0.5) / 0.5).transpose(2, 0, 1)[None].astype(np.float32)
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    return session.run(["scores"], {"pixels": x})[0].argmax(1)[0]
+
+
+def test_adopt_reads_hugging_face_configs_beside_the_model(tmp_path):
+    source = hf_folder(tmp_path / "hf")
+    proc = run_in_process("adopt", source)
+    assert proc.returncode == 0, proc.stderr
+    assert "classes: 3 from config.json (id2label)" in proc.stderr
+    assert "normalization from preprocessor_config.json" in proc.stderr and "resizes to 512x512" in proc.stderr
+    seg = Segmenter(tmp_path / "hf" / "model_segtool.onnx", device="cpu", warn_random=False)
+    assert seg.meta.classes == ("sky", "road", "car") and seg.meta.mean == pytest.approx((0.5, 0.5, 0.5))
+    assert seg.meta.extra["adopted"]["read_from"][0] == "classes: 3 from config.json (id2label)"
+    image = scene(48, 64, seed=2)
+    assert np.mean(seg.segment(image) == hf_reference(source, image)) == 1.0
+    # flags still win, each conflict one line
+    flags = run_in_process("adopt", source, "-o", tmp_path / "f.onnx", "--mean", "0.485,0.456,0.406")
+    assert flags.returncode == 0, flags.stderr
+    assert "--mean 0.485,0.456,0.406 overrides preprocessor_config.json" in flags.stderr
+    assert Segmenter(tmp_path / "f.onnx", device="cpu").meta.mean == (0.485, 0.456, 0.406)
+
+
+def test_classes_config_json_elsewhere_brings_its_processor(tmp_path):
+    hf_folder(tmp_path / "hf")
+    lone = hand_graph(tmp_path / "lone.onnx", classes=3)
+    proc = run_in_process("adopt", lone, "--classes", tmp_path / "hf" / "config.json")
+    assert proc.returncode == 0, proc.stderr
+    assert Segmenter(tmp_path / "lone_segtool.onnx", device="cpu").meta.mean == pytest.approx((0.5, 0.5, 0.5))
+    (tmp_path / "bare").mkdir()
+    bare = run_in_process("adopt", hand_graph(tmp_path / "bare" / "b.onnx", classes=3))
+    assert_clean_failure(bare, 2, "--classes is needed", "config.json")
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ({"num_labels": 5}, "num_labels is 5 but id2label names 3 classes"),
+        ({"id2label": {"0": "a", "one": "b", "2": "c"}}, "id2label key 'one' is not an integer"),
+        ({"id2label": {"0": "a", "1": "b", "2": "c", "3": "d"}}, "config.json (id2label) names 4 classes for the 3"),
+    ],
+)
+def test_a_bad_config_json_is_one_clear_line(tmp_path, config, needle):
+    source = hf_folder(tmp_path / "hf", **config)
+    proc = run_in_process("adopt", source)
+    assert_clean_failure(proc, 2, needle)
+    assert not (tmp_path / "hf" / "model_segtool.onnx").exists()
+
+
+def test_adopt_reads_mmdeploys_pipeline_json(tmp_path):
+    folder = tmp_path / "work_dir"
+    folder.mkdir()
+    source = hand_graph(folder / "end2end.onnx", classes=3)
+    normalize = {"type": "Normalize", "mean": [103.53, 116.28, 123.675], "std": [57.375, 57.12, 58.395],
+                 "to_rgb": False}  # fmt: skip
+    pipeline = {"pipeline": {"input": ["img"], "output": ["post_output"], "tasks": [
+        {"type": "Task", "module": "Transform", "name": "Preprocess", "input": ["img"], "output": ["prep_output"],
+         "transforms": [{"type": "LoadImageFromFile"}, normalize, {"type": "ImageToTensor", "keys": ["img"]}]},
+        {"name": "segmentor", "type": "Task", "module": "Net", "input": ["prep_output"], "output": ["infer_output"]},
+        {"type": "Task", "module": "mmseg", "name": "postprocess", "component": "ResizeMask",
+         "params": {"num_classes": 3, "classes": ["ground", "wall", "sky"]}}]}}  # fmt: skip
+    (folder / "pipeline.json").write_text(json.dumps(pipeline))
+    (folder / "deploy.json").write_text(json.dumps({"version": "1.3.1", "task": "Segmentor", "models": [
+        {"name": "mmseg", "net": "end2end.onnx", "backend": "onnxruntime"}]}))  # fmt: skip
+    proc = run_in_process("adopt", source)
+    assert proc.returncode == 0, proc.stderr
+    assert "classes: 3 from pipeline.json (classes)" in proc.stderr and "to_rgb false" in proc.stderr
+    meta = Segmenter(folder / "end2end_segtool.onnx", device="cpu", warn_random=False).meta
+    assert meta.classes == ("ground", "wall", "sky") and meta.channel_order == "BGR"
+    assert meta.mean == pytest.approx((0.485, 0.456, 0.406)) and meta.std == pytest.approx((0.229, 0.224, 0.225))
+
+
+# -- labels-output files: ArgMax in the graph, int64 [N, 1, H, W] (mmdeploy) or [N, H, W] ----------
+
+
+def argmax_graph(path: Path, keepdims: int, dtype: int = TensorProto.INT64, props: dict | None = None) -> Path:
+    """Conv to 4 class scores, then ArgMax (and a Cast to ``dtype``): the class index per pixel."""
+    weight = np.random.default_rng(3).standard_normal((4, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["input", "w"], ["scores"]),
+             helper.make_node("ArgMax", ["scores"], ["am"], axis=1, keepdims=keepdims),
+             helper.make_node("Cast", ["am"], ["output"], to=dtype)]  # fmt: skip
+    dims: list[str | int] = ["batch", 1, "height", "width"] if keepdims else ["batch", "height", "width"]
+    graph = helper.make_graph(nodes, "mmdeploy", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                              ["batch", 3, "height", "width"])], [helper.make_tensor_value_info("output", dtype, dims)],
+                              [numpy_helper.from_array(weight, "w")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    if props:
+        helper.set_model_props(model, props)
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("keepdims", "dtype"), [(1, TensorProto.INT64), (0, TensorProto.INT64), (0, TensorProto.INT32)]
+)
+def test_labels_output_files_adopt_and_run_everywhere(tmp_path, keepdims, dtype):
+    from fastapi.testclient import TestClient
+
+    from segtool.serve import ServeSettings, create_app
+
+    source = argmax_graph(tmp_path / "end2end.onnx", keepdims, dtype)
+    proc = run_in_process("adopt", source, "--classes", classes_file(tmp_path / "c.txt", "abcd"))
+    assert proc.returncode == 0, proc.stderr
+    assert "output -> labels" in proc.stdout
+    adopted = tmp_path / "end2end_segtool.onnx"
+    seg = Segmenter(adopted, device="cpu", warn_random=False)
+    image = scene(40, 60, seed=4)
+    # the original graph's own labels, on the input segtool builds
+    import onnxruntime as ort
+
+    original = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    expected = original.run(None, {"input": seg.prepare([image])})[0].reshape(40, 60)
+    assert seg.meta.output == "labels" and np.mean(seg.segment(image) == expected) == 1.0
+    cv2.imwrite(str(tmp_path / "p.png"), image)
+    ran = run_in_process("run", tmp_path / "p.png", "--model", adopted, "--out", tmp_path / "out", "--json",
+                         "--device", "cpu")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    shares = json.loads(ran.stdout)["results"][0]["classes"]
+    pictured = np.array(Image.open(tmp_path / "out" / "p_labels.png"))
+    assert np.array_equal(pictured, expected)
+    counted = {n: float(np.mean(pictured == k)) for k, n in enumerate("abcd") if (pictured == k).any()}
+    assert shares == pytest.approx(counted, abs=1e-4)
+    with TestClient(create_app(seg, ServeSettings())) as client:
+        response = client.post("/v1/segment", content=(tmp_path / "p.png").read_bytes())
+    assert response.status_code == 200 and (response.json()["width"], response.json()["height"]) == (60, 40)
+    compare = run_in_process("compare", adopted, adopted, "--images", tmp_path / "p.png", "--device", "cpu")
+    assert compare.returncode == 0, compare.stderr
+    root = tmp_path / "voc"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    cv2.imwrite(str(root / "JPEGImages" / "p.jpg"), image)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("p\n")
+    truth = seg.segment(imread(root / "JPEGImages" / "p.jpg"))
+    cv2.imwrite(str(root / "SegmentationClass" / "p.png"), truth)  # 8-bit greyscale indices
+    evaluated = run_in_process("eval", adopted, "--data", root, "--resize", "none", "--json", "--device", "cpu")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["pixel_accuracy"] == 1.0
+
+
+def test_hand_written_metadata_on_an_n1hw_labels_graph_runs(tmp_path):
+    path = argmax_graph(tmp_path / "l.onnx", 1, props=tiny_props(output="labels", classes=json.dumps(list("abcd")),
+                                                                  palette=json.dumps([[0, 0, 0]] * 4)))  # fmt: skip
+    labels = Segmenter(path, device="cpu", warn_random=False).segment(scene(20, 30))
+    assert labels.shape == (20, 30) and labels.dtype == np.uint8 and labels.max() < 4

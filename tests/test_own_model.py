@@ -375,3 +375,52 @@ def test_only_torchvisions_file_names_are_read_as_carrying_a_hash(tmp_path):
     torch.save({"w": torch.zeros(2)}, published)
     with pytest.raises(WeightsError, match="corrupt or incomplete"):
         read_checkpoint(published)
+
+
+FIXED_BATCH = '''
+import torch
+
+
+class FixedBatch(torch.nn.Module):
+    """A wrapper that ties the batch to the example's 1 (a literal in a reshape)."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, num_classes, 1)
+
+    def forward(self, x):
+        return self.conv(x.reshape(1, 3, x.shape[2], x.shape[3]))
+
+
+class AnyBatch(FixedBatch):
+    def forward(self, x):
+        return self.conv(x)
+'''
+
+
+def test_an_export_that_fixes_the_batch_is_refused_in_one_line(tmp_path):
+    write(tmp_path / "segtool_test_fixedbatch.py", FIXED_BATCH)
+    out = tmp_path / "fixed.onnx"
+    proc = run_in_process("export", "--model", "segtool_test_fixedbatch:FixedBatch", "--weights", "random",
+                          "--no-agreements", "-o", out, cwd=tmp_path)  # fmt: skip
+    assert_clean_failure(proc, 2, "the export fixed the batch axis", "at 1", "was not written")
+    assert not out.exists()
+
+
+def test_a_gate_that_cannot_run_is_one_line_and_the_weights_line_is_plain(tmp_path, monkeypatch):
+    write(tmp_path / "segtool_test_fixedbatch.py", FIXED_BATCH)
+    out = tmp_path / "any.onnx"
+    args = ("export", "--model", "segtool_test_fixedbatch:AnyBatch", "--no-agreements", "-o", out)
+    from segtool.export import parity
+
+    def cannot_run(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: image\nmore")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(parity, "compare", cannot_run)
+        proc = run_in_process(*args, cwd=tmp_path)
+    assert_clean_failure(proc, 1, "parity gate could not run", "INVALID_ARGUMENT", "was not written")
+    assert not out.exists()
+    proc = run_in_process(*args, cwd=tmp_path)  # DEFAULT weights: what the callable gives
+    assert proc.returncode == 0, proc.stderr
+    assert "the weights segtool_test_fixedbatch:AnyBatch itself gives" in proc.stdout and '{"' not in proc.stdout

@@ -71,9 +71,14 @@ class Normalizer:
     """HxWx3 uint8 images -> float32 NCHW tensor normalized for the model."""
 
     def __init__(self, mean, std, model_order: str = "RGB"):
+        """``mean`` and ``std`` are R, G, B whatever ``model_order`` says (segtool's one contract:
+        the flags, the metadata and `segtool info` all list them R, G, B); under BGR the network's
+        channel 0 (blue) gets the B values."""
         x = np.arange(256, dtype=np.float32) / np.float32(255)
         mean = np.asarray(mean, dtype=np.float32)
         std = np.asarray(std, dtype=np.float32)
+        if model_order.lower() == "bgr":  # network order from here on
+            mean, std = mean[::-1], std[::-1]
         tables = np.stack([(x - mean[c]) / std[c] for c in range(3)], axis=1)  # float32, as torchvision does
         self.model_order = model_order.lower()
         # cv2.LUT maps image channel k with column k: same order as the model, or reversed.

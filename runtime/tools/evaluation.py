@@ -5,10 +5,12 @@ dataset, label 255 ("void") is ignored, IoU_c = TP / (TP + FP + FN), mIoU is the
 classes that occur in ground truth or prediction, pixel accuracy = trace / total. By default
 images are resized so the short side is 520 (image: area/bilinear, mask: nearest), as
 torchvision evaluates these weights; ``resize=None`` evaluates at the original resolution.
+Masks hold class indices (``read_mask``): a paletted PNG's palette is never read.
 """
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,16 +18,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from segtool.runtime.errors import InputError, UsageError
-from segtool.runtime.files.images import read_image
+from segtool.runtime.files.images import read_bytes, read_image
 from segtool.runtime.jobs import JobOptions, infer
 from segtool.runtime.model.runner import Runner
 from segtool.runtime.model.voc import VOC_IGNORE_INDEX, voc_colormap
 
 _PACK = np.array([1 << 16, 1 << 8, 1], np.int64)
-# BGR colour (packed as an int, as OpenCV decodes paletted PNGs) -> VOC index
-_VOC_INDEX = {int(k): i for i, k in enumerate(voc_colormap()[:, ::-1].astype(np.int64) @ _PACK)}
+MASK_MODES = ("P", "L", "I;16", "I", "RGB", "RGBA")
 
 
 class ConfusionMatrix:
@@ -54,18 +56,41 @@ class ConfusionMatrix:
         return float(np.trace(self.matrix) / total) if total else float("nan")
 
 
-def read_voc_mask(path: Path) -> np.ndarray:
-    """A SegmentationClass PNG -> class indices. Paletted PNGs are expanded to colours by OpenCV,
-    so colours map back through the VOC colour table; 8-bit gray PNGs hold indices directly."""
-    mask = read_image(path, cv2.IMREAD_UNCHANGED)
+def read_mask(path: Path, palette: np.ndarray | None = None) -> np.ndarray:
+    """A ground-truth mask PNG -> class indices (int64; 255 = ignore).
+
+    A paletted PNG holds the class index in each pixel, as VOC's SegmentationClass files and
+    segtool's own ``*_labels.png`` do: the palette is for display only and never read. An 8- or
+    16-bit greyscale PNG holds indices too. An RGB(A) mask is mapped through ``palette`` (the
+    model's class colours, RGB), with VOC's void colour (224, 224, 192) as 255."""
+    data = read_bytes(path)
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            mode = picture.mode
+            if mode not in MASK_MODES:
+                raise InputError(f"{path}: a {mode} image is not a mask (paletted, greyscale or RGB PNG)")
+            mask = np.asarray(picture.convert("RGB") if mode == "RGBA" else picture)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: not a readable mask image ({exc})") from None
     if mask.ndim == 2:
-        return mask.astype(np.uint8) if mask.dtype == np.uint8 else mask.astype(np.int64)
+        return mask.astype(np.int64)
+    if palette is None:
+        raise InputError(f"{path}: an RGB mask needs the model's palette to map colours to classes")
+    colours = np.concatenate([np.asarray(palette, np.int64).reshape(-1, 3), voc_colormap()[VOC_IGNORE_INDEX:]])
+    indices = np.r_[np.arange(len(colours) - 1), VOC_IGNORE_INDEX]
     packed = mask[:, :, :3].astype(np.int64) @ _PACK
     keys, inverse = np.unique(packed, return_inverse=True)
-    unknown = [k for k in keys.tolist() if k not in _VOC_INDEX]
+    table: dict[int, int] = {}
+    for k, i in zip((colours @ _PACK).tolist(), indices.tolist()):
+        table.setdefault(k, i)  # a colour used twice: its first class
+    unknown = [k for k in keys.tolist() if k not in table]
     if unknown:
-        raise InputError(f"{path}: {len(unknown)} colour(s) outside the VOC palette")
-    return np.array([_VOC_INDEX[k] for k in keys.tolist()], np.uint8)[inverse.reshape(packed.shape)]
+        shown = ", ".join(f"#{k:06x}" for k in unknown[:5])
+        raise InputError(f"{path}: {len(unknown)} colour(s) outside the model's palette: {shown}")
+    return np.array([table[k] for k in keys.tolist()], np.int64)[inverse.reshape(packed.shape)]
+
+
+read_voc_mask = read_mask  # the earlier name
 
 
 @dataclass
@@ -96,19 +121,24 @@ def resize_short_side(image: np.ndarray, short: int, interpolation: int) -> np.n
     return image if size == (w, h) else cv2.resize(image, size, interpolation=interpolation)
 
 
-def load_pair(sample: VocSample, num_classes: int, resize: int | None) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(
+    sample: VocSample, num_classes: int, resize: int | None, palette: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Image and mask, validated and brought to evaluation resolution."""
     if not sample.mask.is_file():
         raise InputError(f"{sample.id}: no mask {sample.mask}")
     image = read_image(sample.image)
-    mask = read_voc_mask(sample.mask)
+    mask = read_mask(sample.mask, palette)
     if mask.shape != image.shape[:2]:
         raise InputError(
             f"{sample.id}: mask is {mask.shape[1]}x{mask.shape[0]} but image is {image.shape[1]}x{image.shape[0]}"
         )
     bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(num_classes), VOC_IGNORE_INDEX])
     if bad.size:
-        raise InputError(f"{sample.id}: mask has values outside 0..{num_classes - 1} and 255: {bad[:5].tolist()}")
+        raise InputError(
+            f"{sample.id}: mask has values outside 0..{num_classes - 1} and 255: {bad[:5].tolist()} "
+            f"({sample.mask}; a pixel's value is its class index, 255 ignored)"
+        )
     if resize:
         shrink = resize < min(image.shape[:2])
         image = resize_short_side(image, resize, cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -158,7 +188,7 @@ def evaluate(
     started = time.perf_counter()
     for sample in samples:
         try:
-            image, mask = load_pair(sample, len(classes), resize)
+            image, mask = load_pair(sample, len(classes), resize, getattr(seg.meta, "palette", None))
         except InputError as exc:
             if strict:
                 raise

@@ -1,0 +1,77 @@
+"""`segtool export --model hf:DIR`: a local Hugging Face folder (a tiny random-init SegFormer written
+by ``save_pretrained`` here), exported with dynamic batch/height/width, gated against the Hugging
+Face forward, and run: labels equal to the image processor + model + post-processing's own.
+
+The export itself is slow tier; the refusals are fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_clean_failure, run_in_process, scene
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+NAMES = ["sky", "road", "car"]
+
+
+def tiny_segformer(folder: Path) -> Path:
+    """A random-init SegFormer with tiny sizes, as ``save_pretrained`` writes it, plus its processor config."""
+    torch.manual_seed(0)
+    config = transformers.SegformerConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
+        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=3,
+        id2label=dict(enumerate(NAMES)), label2id={n: k for k, n in enumerate(NAMES)},
+    )  # fmt: skip
+    transformers.SegformerForSemanticSegmentation(config).save_pretrained(folder)
+    processor = transformers.SegformerImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow  # exports a network with torch.onnx
+def test_hf_folder_exports_with_dynamic_axes_and_matches_the_hf_pipeline(tmp_path):
+    folder = tiny_segformer(tmp_path / "segformer")
+    out = tmp_path / "segformer.onnx"
+    proc = run_in_process("export", "--model", f"hf:{folder}", "-o", out, "--no-agreements")
+    assert proc.returncode == 0, proc.stderr
+    assert "classes from" in proc.stderr and "normalization from" in proc.stderr
+    assert "Hugging Face folder segformer" in proc.stdout and '{"' not in proc.stdout
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in onnx.load(str(out)).graph.input]
+    assert [type(d) for d in dims[0]] == [str, int, str, str]  # batch, height, width symbolic
+    info = json.loads(run_in_process("info", out, "--json").stdout)
+    assert info["classes"] == NAMES and info["mean"] == [0.5] * 3 and info["verified"] is True
+    assert any(r["shape"][0] == 2 for r in info["extra"]["parity"]["rows"])  # the gate's batch of two ran
+    image = scene(96, 128, seed=1)
+    cv2.imwrite(str(tmp_path / "p.png"), image)
+    ran = run_in_process("run", tmp_path / "p.png", "--model", out, "--out", tmp_path / "pics", "--device", "cpu")
+    assert ran.returncode == 0, ran.stderr
+    from PIL import Image
+
+    labels = np.array(Image.open(tmp_path / "pics" / "p_labels.png"))
+    # the Hugging Face way: its processor (no resize, so both see the same pixels), forward, post-processing
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    model = transformers.AutoModelForSemanticSegmentation.from_pretrained(folder).eval()
+    inputs = processor(images=image[:, :, ::-1].copy(), do_resize=False, return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs)
+    expected = processor.post_process_semantic_segmentation(outputs, target_sizes=[(96, 128)])[0].numpy()
+    assert np.mean(labels == expected) >= 0.999
+
+
+def test_a_hub_id_without_a_local_copy_is_one_line(tmp_path):
+    proc = run_in_process("export", "--model", "hf:nvidia/segformer-b0-finetuned-ade-512-512", "-o",
+                          tmp_path / "x.onnx", cwd=tmp_path)  # fmt: skip
+    assert_clean_failure(proc, 2, "no local folder", "never downloads", "huggingface-cli download")
+
+
+def test_a_folder_without_config_json_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = run_in_process("export", "--model", f"hf:{tmp_path / 'empty'}", "-o", tmp_path / "x.onnx")
+    assert_clean_failure(proc, 2, "has no config.json")
