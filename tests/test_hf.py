@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,11 +24,21 @@ NAMES = ["sky", "road", "car"]
 def tiny_segformer(folder: Path) -> Path:
     """A random-init SegFormer with tiny sizes, as ``save_pretrained`` writes it, plus its processor config."""
     torch.manual_seed(0)
-    config = transformers.SegformerConfig(
-        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
-        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=3,
-        id2label=dict(enumerate(NAMES)), label2id={n: k for k, n in enumerate(NAMES)},
-    )  # fmt: skip
+    sizes: dict[str, Any] = {
+        "num_encoder_blocks": 2,
+        "depths": [1, 1],
+        "sr_ratios": [2, 1],
+        "hidden_sizes": [8, 16],
+        "patch_sizes": [7, 3],
+        "strides": [4, 2],
+        "num_attention_heads": [1, 2],
+        "mlp_ratios": [2, 2],
+        "decoder_hidden_size": 16,
+        "num_labels": 3,
+        "id2label": dict(enumerate(NAMES)),
+        "label2id": {n: k for k, n in enumerate(NAMES)},
+    }
+    config = transformers.SegformerConfig(**sizes)  # keywords the config's stub does not list (num_labels)
     transformers.SegformerForSemanticSegmentation(config).save_pretrained(folder)
     processor = transformers.SegformerImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3)
     processor.save_pretrained(folder)
