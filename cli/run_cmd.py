@@ -33,6 +33,7 @@ from segtool.runtime.files.video_settings import (
     video_module,
 )
 from segtool.runtime.jobs import Report, Result, RunEvents, outputs_complete
+from segtool.runtime.model.engines import with_profile
 from segtool.scale.ray_batch import MANIFEST, connect, run_ray  # imports Ray only when called
 
 from .common import (
@@ -394,6 +395,7 @@ def run(
     if address and ray:
         raise UsageError("--preview shows a run on this machine: it cannot be combined with --ray")
     model = model or default_model()
+    device = with_profile(device, options.size, batch)  # TensorRT: an engine built for --size, once
     seg = open_model(Segmenter, model, device=device, cache=cache, policy=policy(precision, min_agreement))
     out_dir = ensure_writable_dir(out_dir)
     discovery = expand(sources or [], recursive, camera, exclude=out_dir)

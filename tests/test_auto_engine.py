@@ -13,6 +13,7 @@ import logging
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -370,3 +371,27 @@ def test_gpu_outputs_stay_on_the_device_and_cross_once(provider):
         ("run",),
         ("copy", "device->cpu"),
     ]
+
+
+def test_run_size_builds_the_tensorrt_engine_for_that_size(tmp_path, monkeypatch):
+    """`run --device tensorrt --size WxH --batch B` (no profile given): the profile is batches 1..B at
+    that size, so the engine is built once for what runs; an explicit profile is kept as given."""
+    monkeypatch.setenv("SEGTOOL_CACHE", str(tmp_path / "cache"))
+    model = tiny_model(tmp_path / "m.onnx")
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((30, 40, 3), np.uint8))
+    seen: list = []
+
+    def fake_create(path, device, threads, cache_dir=None, cache=False, trt_options=None):
+        seen.append(trt_options)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(S, "create_session", fake_create)
+    for device in ("tensorrt:fp16", "tensorrt:fp16:320x240"):
+        args = ("run", tmp_path / "a.png", "--model", model, "--out", tmp_path / "o", "--device", device)
+        proc = run_in_process(*args, "--size", "64x48", "--batch", "3")
+        assert proc.returncode != 0 and "stop here" in proc.stderr
+    sized, given = seen
+    assert sized["trt_profile_min_shapes"] == "image:1x3x48x64"
+    assert sized["trt_profile_opt_shapes"] == sized["trt_profile_max_shapes"] == "image:3x3x48x64"
+    assert given["trt_profile_min_shapes"] == given["trt_profile_max_shapes"] == "image:1x3x240x320"
+    assert E.with_profile("cpu", (64, 48), 3) == "cpu" and E.with_profile("tensorrt", None, 3) == "tensorrt"

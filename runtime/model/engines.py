@@ -187,6 +187,17 @@ def tensorrt_target(device: str) -> TrtTarget | None:
     return TrtTarget(fp16, profile)
 
 
+def with_profile(device: str, size: tuple[int, int] | None, batch: int = 1) -> str:
+    """``device`` with a TensorRT profile for ``size`` = (width, height) when it is ``tensorrt[:fp16]``
+    without one: batches 1 to ``batch`` at that size, so the engine is built once for what `run --size`
+    runs. Any other device, or no size, unchanged."""
+    target = tensorrt_target(device)
+    if target is None or target.profile or size is None:
+        return device
+    width, height = size
+    return f"{device}:1x{width}x{height},{batch}x{width}x{height}"  # a smaller last batch fits too
+
+
 def tensorrt_options(target: TrtTarget, input_name: str, cache_folder: str) -> dict[str, object]:
     """TensorRT's provider options (ONNX Runtime's TensorRT EP documentation): fp16 or not, an explicit
     optimization profile for the image input when one is given (``trt_profile_{min,opt,max}_shapes``,
