@@ -25,14 +25,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 
+from segtool.runtime.model.metadata import ModelMetadata
+from segtool.runtime.model.session import cpu_flags
+
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 STAGES = ("decode", "resize", "preprocess", "inference", "argmax", "palette", "blend", "encode")
-
-
-def cpu_flags() -> str:
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
-    have = set(Path("/proc/cpuinfo").read_text().split())
-    return " ".join(flag for flag in wanted if flag in have)
 
 
 def seed_loop(video: str, model_name: str, seed: int, frames: int, out: Path) -> tuple[float, dict[str, float]]:
@@ -112,12 +111,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (seed, then each device)")
     parser.add_argument("--devices", default="auto,cpu", help="comma-separated `segtool run --device` values")
     args = parser.parse_args()
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(args.model, load_external_data=False).metadata_props}
-    weights = json.loads(meta.get("segtool.weights", "{}"))
-    name, seed = meta.get("segtool.model", "fcn_resnet50"), int(weights.get("seed", 0))
-    print(f"CPU flags: {cpu_flags()}; {args.frames} frames of {args.video} at 640x360; model {name} seed {seed}")
+    props = {p.key: p.value for p in onnx.load(args.model, load_external_data=False).metadata_props}
+    meta = ModelMetadata.from_props(props, args.model)
+    name, seed = meta.model, int(meta.weights.get("seed", 0))
+    flags = " ".join(flag for flag in FLAGS if flag in cpu_flags())
+    print(f"CPU flags: {flags}; {args.frames} frames of {args.video} at 640x360; model {name} seed {seed}")
     fps: dict[str, list[float]] = {"seed loop": []}
     stages: list[dict[str, float]] = []
     engines: dict[str, str] = {}
