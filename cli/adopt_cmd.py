@@ -138,7 +138,8 @@ def adopt(
         say(f"adopt: {step}", to_stderr=True)
 
     result = stage.adopt_model(model, names, colours, mean_3, std_3, order, output, name, logits, progress=progress,
-                               classes_from=classes_from, read_from=notes)  # fmt: skip
+                               classes_from=classes_from, read_from=notes,
+                               reduce_labels=found.reduce_labels)  # fmt: skip
     meta = result.meta
     size = model_bytes(result.path) / 1e6
     data = f" + {', '.join(p.name for p in result.data_files)}" if result.data_files else ", self-contained"
@@ -159,11 +160,12 @@ def adopt(
 
 def _processor_beside(config: Path, found):
     """`--classes DIR/config.json`: the normalization of DIR/preprocessor_config.json too."""
-    from segtool.export.beside import HF_PROCESSOR, hf_normalization
+    from segtool.export.beside import HF_PROCESSOR, hf_normalization, hf_reduce_labels
 
     processor = config.parent / HF_PROCESSOR
     if processor.is_file():
         found.mean, found.std, notes = hf_normalization(processor)
+        found.reduce_labels = hf_reduce_labels(processor)
         found.channel_order, found.normalization_from = "RGB", str(processor)
         found.notes += [f"normalization from {processor}", *notes]
     return found

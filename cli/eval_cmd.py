@@ -35,6 +35,16 @@ def eval_model(
     resize: Annotated[str, Opt(help="Short side for evaluation (torchvision's protocol), or 'none'.")] = "520",
     device: Device = "auto",
     strict: Annotated[bool, Opt(help="Stop at the first bad sample instead of skipping it.")] = False,
+    reduce_labels: Annotated[
+        Optional[bool],
+        Opt(
+            "--reduce-labels/--no-reduce-labels",
+            help="Masks as Hugging Face's do_reduce_labels (mmseg's reduce_zero_label) trained on them: 0 "
+            "ignored, other indices down by one. Default: what the model file records (export/adopt read it "
+            "from preprocessor_config.json or pipeline.json).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOut = False,
 ):
     """Measure mIoU / pixel accuracy (255 ignored, one confusion matrix over the dataset)."""
@@ -43,9 +53,15 @@ def eval_model(
     short = None if resize.lower() == "none" else int(resize)
     seg = open_model(Segmenter, model, device=device)
     samples = voc_samples(data, split, limit)
+    recorded = bool(seg.meta.extra.get("reduce_labels"))
+    reduce = recorded if reduce_labels is None else reduce_labels
+    if reduce or recorded:
+        why = "the model file records it" if reduce_labels is None else f"--{'' if reduce else 'no-'}reduce-labels"
+        say(f"masks: reduce_labels {'on' if reduce else 'off'} ({why}): "
+            + ("0 ignored, other indices down by one" if reduce else "indices as written"), to_stderr=True)  # fmt: skip
     with Progress(console=err, disable=json_out) as progress:
         task = progress.add_task("eval", total=len(samples))
-        result = evaluate(seg, samples, short, strict, on_image=lambda _: progress.advance(task))
+        result = evaluate(seg, samples, short, strict, on_image=lambda _: progress.advance(task), reduce=reduce)
     protocol = f"short side {short}, bilinear/area image, nearest mask" if short else "original resolution"
     report = result.as_dict() | {
         "model": str(model),
@@ -53,6 +69,7 @@ def eval_model(
         "weights": seg.meta.weights_label,
         "protocol": protocol,
         "ignore_index": 255,
+        "reduce_labels": reduce,
     }
     if json_out:
         print(json.dumps(report, indent=2))

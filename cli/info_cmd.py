@@ -30,7 +30,15 @@ def dims_text(shape) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
 
 
-SHOWN_APART = ("parity", "published", "output_stride", "input_size", "precision", "agreements")  # own rows
+SHOWN_APART = (
+    "parity",
+    "published",
+    "output_stride",
+    "input_size",
+    "precision",
+    "agreements",
+    "reduce_labels",
+)  # own rows
 
 
 def published_text(d: dict) -> str:
@@ -78,6 +86,11 @@ def rows(d: dict) -> list[tuple[str, str]]:
         *(
             [("input size", f"{d['input_size'][1]}x{d['input_size'][0]} only (images are resized to it)")]
             if d["input_size"]
+            else []
+        ),
+        *(
+            [("ground truth", "reduce_labels: trained with 0 ignored and the other labels down by one (eval too)")]
+            if d["extra"].get("reduce_labels")
             else []
         ),
         ("precision", d["precision"]),

@@ -289,6 +289,7 @@ def adopt_model(
     agreements: bool = True,
     classes_from: str = "--classes",
     read_from: Sequence[str] = (),
+    reduce_labels: bool = False,
 ) -> AdoptResult:
     """Write a segtool copy of the ONNX file ``source`` (see the module docstring); returns what was written."""
     source = Path(source)
@@ -366,6 +367,8 @@ def adopt_model(
             "read_from": list(read_from),
         },
     }
+    if reduce_labels:
+        extra["reduce_labels"] = True
     if stride > 1:
         extra["output_stride"] = stride
     if fixed:

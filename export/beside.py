@@ -38,6 +38,7 @@ class Found:
     std: tuple[float, float, float] | None = None
     channel_order: str | None = None
     normalization_from: str = ""
+    reduce_labels: bool = False  # training ignored ground-truth 0 and shifted the other classes down by one
     notes: list[str] = field(default_factory=list)
 
 
@@ -110,6 +111,12 @@ def hf_normalization(path: Path) -> tuple[tuple[float, float, float], tuple[floa
     return to_unit(mean), to_unit(std), notes
 
 
+def hf_reduce_labels(path: Path) -> bool:
+    """Whether a Hugging Face image processor config has ``do_reduce_labels`` (older: ``reduce_labels``) on."""
+    config = _load(path)
+    return isinstance(config, dict) and bool(config.get("do_reduce_labels", config.get("reduce_labels")))
+
+
 def _walk(value: Any):
     """Every dict inside a JSON value."""
     if isinstance(value, dict):
@@ -128,6 +135,8 @@ def mmdeploy(folder: Path) -> Found:
         if not path.is_file():
             continue
         for item in _walk(_load(path)):
+            if item.get("reduce_zero_label") is True:  # mmseg's LoadAnnotations: HF's reduce_labels
+                found.reduce_labels = True
             names = item.get("classes")
             if found.classes is None and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
                 found.classes, found.classes_from = tuple(names), f"{name} (classes)"
@@ -156,6 +165,7 @@ def read_beside(source: Path) -> Found:
             found.classes, found.classes_from = names, f"{HF_CONFIG} (id2label)"
     if (folder / HF_PROCESSOR).is_file():
         found.mean, found.std, notes = hf_normalization(folder / HF_PROCESSOR)
+        found.reduce_labels = hf_reduce_labels(folder / HF_PROCESSOR)
         found.channel_order = "RGB"
         found.normalization_from = f"{HF_PROCESSOR} (image_mean, image_std, rescale_factor)"
         found.notes += notes

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from segtool.runtime.errors import UsageError
 
+from .any_size import AnySize
 from .config import INPUT_NAME
 from .models import one_line
 
@@ -66,7 +67,8 @@ class SegmentationGraph(torch.nn.Module):
         if self.input_multiple > 1:
             m = self.input_multiple
             x = F.pad(image, (0, (width + m - 1) // m * m - width, 0, (height + m - 1) // m * m - height))
-        logits = masks_of(self.model(x))
+        with AnySize():
+            logits = masks_of(self.model(x))
         if self.resize_output:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if self.input_multiple > 1:
@@ -133,9 +135,11 @@ def probe(model: torch.nn.Module, name: str, input_multiple: int | None = None) 
 
 def to_onnx(graph: SegmentationGraph, batch: int = 2) -> onnx.ModelProto:
     """Export with torch.onnx (dynamo) and symbolic batch/height/width. The example has a batch of two:
-    torch.export specializes a dim whose example size is 1 (SegFormer's batch ends up fixed at 1)."""
+    torch.export specializes a dim whose example size is 1 (SegFormer's batch ends up fixed at 1).
+    The axes are ``Dim.DYNAMIC``: torch.export may narrow their range (Mask2Former's: at least 33) but
+    refuses to fix them; a range it narrows is not enforced by the ONNX file."""
     sample = torch.randn(batch, 3, 64, 96)
-    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+    dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
     chatter = io.StringIO()  # the exporter narrates each step on stdout; keep the CLI's output ours
     with torch.no_grad(), contextlib.redirect_stdout(chatter):
         program = torch.onnx.export(
@@ -149,4 +153,18 @@ def to_onnx(graph: SegmentationGraph, batch: int = 2) -> onnx.ModelProto:
             verbose=False,
         )
     assert program is not None, "torch.onnx.export(dynamo=True) returns an ONNXProgram"
-    return program.model_proto
+    return _named_axes(program.model_proto)
+
+
+def _named_axes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Call the input's symbolic axes batch, height and width (the exporter's names are s0, s1...),
+    wherever they appear in the graph."""
+    names = {0: "batch", 2: "height", 3: "width"}
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    rename = {dims[k].dim_param: v for k, v in names.items() if k < len(dims) and dims[k].dim_param}
+    graph = proto.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
+    return proto

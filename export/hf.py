@@ -12,15 +12,31 @@ otherwise. Needs the ``hf`` extra (``pip install 'segtool[hf]'``).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segtool.runtime.errors import UsageError
 
-from .beside import HF_CONFIG, HF_PROCESSOR, hf_classes, hf_normalization
+from .beside import HF_CONFIG, HF_PROCESSOR, hf_classes, hf_normalization, hf_reduce_labels
 
 PREFIX = "hf:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class QueryModel:
+    """A query-based model (class and mask queries, no per-pixel logits) and its image processor's semantic
+    post-processing: ``mask_size`` is the size its masks are first resized to (Mask2Former: 384x384)."""
+
+    processor: str  # transformers' image processor class, whose post_process_semantic_segmentation is the reference
+    mask_size: tuple[int, int] | None
+
+
+QUERY_MODELS = {
+    "mask2former": QueryModel("Mask2FormerImageProcessor", (384, 384)),
+    "maskformer": QueryModel("MaskFormerImageProcessor", None),
+}
 
 
 def is_hf_name(model: str) -> bool:
@@ -61,6 +77,12 @@ def hf_settings(model: str, settings: dict[str, Any]) -> tuple[dict[str, Any], l
     return settings | taken, notes
 
 
+def hf_reduce_labels_of(model: str) -> bool:
+    """Whether the folder's image processor reduced the labels in training (``do_reduce_labels``)."""
+    processor = hf_folder(model) / HF_PROCESSOR
+    return processor.is_file() and hf_reduce_labels(processor)
+
+
 def _weights_identity(folder: Path, config: Any) -> dict:
     found = next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
     digest = hashlib.sha256()
@@ -82,20 +104,27 @@ def load_hf(model: str, seed: int = 0, random_weights: bool = False):
     """(nn.Module giving [N, C, h, w] logits for [N, 3, H, W] pixels, weights identity)."""
     import torch
 
+    from .hf_nets import LogitsOnly, QueryScores
+
     folder = hf_folder(model)
     try:
-        from transformers import AutoConfig, AutoModelForSemanticSegmentation
+        import transformers
+        from transformers import AutoConfig
     except ImportError as exc:
         raise UsageError(f"--model hf:DIR needs transformers ({exc.name or 'transformers'} is not installed): "
                          "pip install 'segtool[hf]'") from None  # fmt: skip
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        query = QUERY_MODELS.get(config.model_type)
+        auto = (
+            transformers.AutoModelForUniversalSegmentation if query else transformers.AutoModelForSemanticSegmentation
+        )
         if random_weights:
             torch.manual_seed(seed)
-            net = AutoModelForSemanticSegmentation.from_config(config)
+            net = auto.from_config(config)
             identity: dict = {"kind": "random", "seed": seed}
         else:
-            net = AutoModelForSemanticSegmentation.from_pretrained(folder, local_files_only=True)
+            net = auto.from_pretrained(folder, local_files_only=True)
             identity = _weights_identity(folder, config)
     except (OSError, ValueError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -103,14 +132,37 @@ def load_hf(model: str, seed: int = 0, random_weights: bool = False):
             f"--model {model}: transformers cannot load it as a semantic segmentation model ({first})"
         ) from None
 
-    class LogitsOnly(torch.nn.Module):
-        """``model(pixel_values=x).logits``: the tensor segtool's graph wrapper takes."""
+    if query is None:
+        return LogitsOnly(net.eval()), identity
+    return QueryScores(net.eval(), query.mask_size, query.processor), identity
 
-        def __init__(self, inner):
-            super().__init__()
-            self.net = inner
 
-        def forward(self, x):
-            return self.net(pixel_values=x).logits
+def check_post_processing(net, model: str, height: int = 96, width: int = 128) -> dict | None:
+    """For a query-based model: the labels of ``QueryScores`` upsampled to the image (what the ONNX file
+    computes) against its image processor's own ``post_process_semantic_segmentation``, on one random
+    image. A record for the file; ``ModelError`` below 99.9% agreement. None for a per-pixel model."""
+    import torch
+    import torch.nn.functional as F
+    import transformers
 
-    return LogitsOnly(net.eval()), identity
+    from segtool.runtime.errors import ModelError
+
+    processor_name = getattr(net, "processor", None)
+    if processor_name is None:
+        return None
+    processor = getattr(transformers, processor_name)()  # the post-processing reads none of its settings
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, height, width)
+    with torch.no_grad():
+        expected = processor.post_process_semantic_segmentation(net.net(pixel_values=x),
+                                                                target_sizes=[(height, width)])[0]  # fmt: skip
+        scores = F.interpolate(net(x), size=(height, width), mode="bilinear", align_corners=False)
+    agreement = float((scores.argmax(1)[0] == expected).float().mean())
+    record = {"reference": f"{processor_name}.post_process_semantic_segmentation",
+              "shape": [1, 3, height, width], "argmax_agreement": agreement}  # fmt: skip
+    if agreement < 0.999:
+        raise ModelError(
+            f"{model}: segtool's semantic post-processing agrees with {record['reference']} on only "
+            f"{100 * agreement:.2f}% of pixels (transformers {transformers.__version__}); not exported"
+        )
+    return record

@@ -28,7 +28,7 @@ from .axes import fixed_axes
 from .classes import class_names_and_colours
 from .config import DEFAULT_MODEL, ExportConfig
 from .graph import Probe, SegmentationGraph, probe, to_onnx
-from .hf import is_hf_name, load_hf
+from .hf import check_post_processing, hf_reduce_labels_of, is_hf_name, load_hf
 from .models import CallableSpec, format_call, get_spec, is_callable_name
 from .weights import (
     Checkpoint,
@@ -197,7 +197,13 @@ def _build_hf(config: ExportConfig, names: tuple[str, ...] | None) -> tuple[Net,
     _agree(_count_flag(config, names), probed.classes, f"{config.model}'s logits", config, names)
     build = {"huggingface": config.model, "input_multiple": probed.input_multiple,
              "resized_output": probed.resize_output}  # fmt: skip
-    return net, identity, Extras(build=build), probed
+    checked = check_post_processing(net, config.model)
+    if checked is not None:
+        build["post_processing"] = checked
+    extra = Extras(build=build)
+    if hf_reduce_labels_of(config.model):
+        extra["reduce_labels"] = True
+    return net, identity, extra, probed
 
 
 def count_flops(graph: SegmentationGraph, height: int = 520, width: int = 520) -> dict:

@@ -120,3 +120,31 @@ def test_segtools_own_labels_png_is_ground_truth(tmp_path):
     proc = run_in_process("eval", model, "--data", root, "--resize", "none", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["pixel_accuracy"] == 1.0
+
+
+def test_reduce_labels_recorded_by_adopt_is_applied_by_eval(tmp_path):
+    """A model trained with Hugging Face's do_reduce_labels (ADE20K's way: 0 is "other", ignored) is
+    evaluated on masks as written: 0 ignored, the other indices down by one, as its training saw them."""
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    six_class_model(folder / "model.onnx")
+    (folder / "config.json").write_text(json.dumps({"id2label": dict(enumerate(SIX)), "num_labels": 6}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"do_reduce_labels": True}))
+    adopted = tmp_path / "adopted.onnx"
+    proc = run_in_process("adopt", folder / "model.onnx", "-o", adopted)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(run_in_process("info", adopted, "--json").stdout)["extra"]["reduce_labels"] is True
+    root = voc_folder(tmp_path / "data", scene(40, 60), b"")
+    written = predicted(adopted, root).astype(np.uint8) + 1  # the dataset's indices: class k is k + 1
+    written[:5] = 0  # "other": ignored in training, so in eval
+    (root / "SegmentationClass" / "one.png").write_bytes(png(written, "L"))
+    proc = run_in_process("eval", adopted, "--data", root, "--resize", "none", "--json", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "reduce_labels on (the model file records it)" in proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["pixel_accuracy"] == 1.0 and report["reduce_labels"] is True
+    as_written = run_in_process(
+        "eval", adopted, "--data", root, "--resize", "none", "--no-reduce-labels", "--json", "--device", "cpu"
+    )
+    assert as_written.returncode == 0 and "reduce_labels off (--no-reduce-labels)" in as_written.stderr
+    assert json.loads(as_written.stdout)["pixel_accuracy"] < 0.5  # every index one too high

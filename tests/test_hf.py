@@ -19,6 +19,9 @@ import transformers  # the test extra has it: CI runs these tests
 from conftest import assert_clean_failure, run_in_process, scene
 
 NAMES = ["sky", "road", "car"]
+LABELS: dict[str, Any] = {"num_labels": 3, "id2label": dict(enumerate(NAMES)),
+                          "label2id": {n: k for k, n in enumerate(NAMES)}}  # fmt: skip
+STAGES: dict[str, Any] = {"out_features": ["stage1", "stage2", "stage3", "stage4"]}  # a backbone's four outputs
 
 
 def tiny_segformer(folder: Path) -> Path:
@@ -85,3 +88,68 @@ def test_a_folder_without_config_json_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = run_in_process("export", "--model", f"hf:{tmp_path / 'empty'}", "-o", tmp_path / "x.onnx")
     assert_clean_failure(proc, 2, "has no config.json")
+
+
+def tiny_mask2former(folder: Path) -> Path:
+    """A random-init Mask2Former (query-based: class and mask queries, no per-pixel logits), tiny sizes."""
+    torch.manual_seed(0)
+    backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1],
+                                         **STAGES)  # fmt: skip
+    sizes: dict[str, Any] = {"feature_size": 32, "mask_feature_size": 32, "hidden_dim": 32,
+                             "encoder_feedforward_dim": 32, "dim_feedforward": 32, "num_queries": 5,
+                             "encoder_layers": 1, "decoder_layers": 2, "num_attention_heads": 2, **LABELS}  # fmt: skip
+    config = transformers.Mask2FormerConfig(backbone_config=backbone, **sizes)
+    transformers.Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
+    transformers.Mask2FormerImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    return folder
+
+
+def tiny_upernet(folder: Path) -> Path:
+    """A random-init UperNet on ConvNeXt (pyramid pooling to 1, 2, 3 and 6 bins), tiny sizes."""
+    torch.manual_seed(0)
+    backbone = transformers.ConvNextConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1],
+                                           **STAGES)  # fmt: skip
+    sizes: dict[str, Any] = {"hidden_size": 16, "auxiliary_in_channels": 16, "auxiliary_channels": 8, **LABELS}
+    config = transformers.UperNetConfig(backbone_config=backbone, **sizes)
+    transformers.UperNetForSemanticSegmentation(config).save_pretrained(folder)
+    transformers.SegformerImageProcessor().save_pretrained(folder)  # UperNet's hub folders use this processor
+    return folder
+
+
+def hf_own_labels(folder: Path, image: np.ndarray, auto: Any) -> np.ndarray:
+    """The Hugging Face way: its processor (no resize), the model, the processor's semantic post-processing."""
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    model = auto.from_pretrained(folder).eval()
+    inputs = processor(images=image[:, :, ::-1].copy(), do_resize=False, return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(pixel_values=inputs["pixel_values"])
+    return processor.post_process_semantic_segmentation(outputs, target_sizes=[image.shape[:2]])[0].numpy()
+
+
+@pytest.mark.slow  # exports two networks with torch.onnx
+@pytest.mark.parametrize("kind", ["mask2former", "upernet"])
+def test_query_and_pyramid_pooling_models_export_and_match_their_own_pipeline(tmp_path, kind):
+    """Mask2Former: the semantic post-processing is in the graph, checked against the processor's at export.
+    UperNet: its pyramid pooling (adaptive pools to 2, 3 and 6 bins) computed for each size, not the example's."""
+    build, auto = {"mask2former": (tiny_mask2former, transformers.AutoModelForUniversalSegmentation),
+                   "upernet": (tiny_upernet, transformers.AutoModelForSemanticSegmentation)}[kind]  # fmt: skip
+    folder = build(tmp_path / kind)
+    out = tmp_path / f"{kind}.onnx"
+    proc = run_in_process("export", "--model", f"hf:{folder}", "-o", out, "--no-agreements")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(run_in_process("info", out, "--json").stdout)
+    assert info["classes"] == NAMES and info["verified"] is True
+    if kind == "mask2former":
+        checked = info["extra"]["build"]["post_processing"]
+        assert checked["reference"] == "Mask2FormerImageProcessor.post_process_semantic_segmentation"
+        assert checked["argmax_agreement"] >= 0.999
+    for height, width in ((96, 128), (160, 224)):  # sizes the processor does not pad (multiples of 32)
+        image = scene(height, width, seed=height)
+        cv2.imwrite(str(tmp_path / f"p{height}.png"), image)
+        ran = run_in_process("run", tmp_path / f"p{height}.png", "--model", out, "--out", tmp_path / "pics",
+                             "--device", "cpu")  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        from PIL import Image
+
+        labels = np.array(Image.open(tmp_path / "pics" / f"p{height}_labels.png"))
+        assert np.mean(labels == hf_own_labels(folder, image, auto)) >= 0.999

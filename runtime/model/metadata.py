@@ -47,6 +47,7 @@ class Extras(TypedDict, total=False):
     adopted: dict  # `segtool adopt`: the source file, its producer, the input/output it had, what was dropped
     output_stride: int  # the output is 1/stride of the input's height and width (the runtime upsamples it)
     input_size: list  # [height, width] when the graph only takes that size
+    reduce_labels: bool  # trained with ground-truth 0 ignored, the rest shifted down (eval does the same)
     agreements: dict  # other engines' label agreement with ONNX Runtime CPU (runtime.tools.precisions, model.choice)
 
 

@@ -121,14 +121,22 @@ def resize_short_side(image: np.ndarray, short: int, interpolation: int) -> np.n
     return image if size == (w, h) else cv2.resize(image, size, interpolation=interpolation)
 
 
+def reduce_labels(mask: np.ndarray) -> np.ndarray:
+    """Hugging Face's ``do_reduce_labels`` (mmseg's ``reduce_zero_label``): 0 becomes 255 (ignored), every
+    other class index goes down by one; 255 stays ignored."""
+    return np.where((mask == 0) | (mask == VOC_IGNORE_INDEX), VOC_IGNORE_INDEX, mask - 1)
+
+
 def load_pair(
-    sample: VocSample, num_classes: int, resize: int | None, palette: np.ndarray | None = None
+    sample: VocSample, num_classes: int, resize: int | None, palette: np.ndarray | None = None, reduce: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image and mask, validated and brought to evaluation resolution."""
+    """Image and mask (``reduce``: through ``reduce_labels``), validated and brought to evaluation resolution."""
     if not sample.mask.is_file():
         raise InputError(f"{sample.id}: no mask {sample.mask}")
     image = read_image(sample.image)
     mask = read_mask(sample.mask, palette)
+    if reduce:
+        mask = reduce_labels(mask)
     if mask.shape != image.shape[:2]:
         raise InputError(
             f"{sample.id}: mask is {mask.shape[1]}x{mask.shape[0]} but image is {image.shape[1]}x{image.shape[0]}"
@@ -137,7 +145,8 @@ def load_pair(
     if bad.size:
         raise InputError(
             f"{sample.id}: mask has values outside 0..{num_classes - 1} and 255: {bad[:5].tolist()} "
-            f"({sample.mask}; a pixel's value is its class index, 255 ignored)"
+            f"({sample.mask}; a pixel's value is its class index, 255 ignored"
+            + (", after reduce_labels)" if reduce else ")")
         )
     if resize:
         shrink = resize < min(image.shape[:2])
@@ -180,15 +189,17 @@ def evaluate(
     strict: bool = False,
     on_image: Callable[[str], None] | None = None,
     options: JobOptions = JobOptions(),
+    reduce: bool = False,
 ) -> EvalResult:
     """Run ``seg`` (anything with ``segment(image, **options)`` and ``meta.classes``) over the samples,
-    through the job layer (``options``: tiling, like `segtool run`)."""
+    through the job layer (``options``: tiling, like `segtool run`); ``reduce``: masks through
+    ``reduce_labels`` first (the model was trained so)."""
     classes = tuple(seg.meta.classes)
     result = EvalResult(classes, ConfusionMatrix(len(classes)))
     started = time.perf_counter()
     for sample in samples:
         try:
-            image, mask = load_pair(sample, len(classes), resize, getattr(seg.meta, "palette", None))
+            image, mask = load_pair(sample, len(classes), resize, getattr(seg.meta, "palette", None), reduce)
         except InputError as exc:
             if strict:
                 raise
