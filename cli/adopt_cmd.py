@@ -160,10 +160,10 @@ def adopt(
 
 def _processor_beside(config: Path, found):
     """`--classes DIR/config.json`: the normalization of DIR/preprocessor_config.json too."""
-    from segtool.export.beside import HF_PROCESSOR, hf_normalization, hf_reduce_labels
+    from segtool.export.beside import hf_normalization, hf_processor, hf_reduce_labels
 
-    processor = config.parent / HF_PROCESSOR
-    if processor.is_file():
+    processor = hf_processor(config.parent)
+    if processor is not None:
         found.mean, found.std, notes = hf_normalization(processor)
         found.reduce_labels = hf_reduce_labels(processor)
         found.channel_order, found.normalization_from = "RGB", str(processor)

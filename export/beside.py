@@ -27,6 +27,7 @@ from typing import Any
 from segtool.runtime.errors import UsageError
 
 HF_CONFIG, HF_PROCESSOR = "config.json", "preprocessor_config.json"
+HF_PROCESSORS = (HF_PROCESSOR, "processor_config.json")  # the second: a processor with a tokenizer (OneFormer)
 MM_PIPELINE, MM_DEPLOY = "pipeline.json", "deploy.json"
 
 
@@ -82,9 +83,22 @@ def hf_classes(path: Path) -> tuple[str, ...] | None:
     return tuple(indexed[k] for k in range(len(indexed)))
 
 
+def hf_processor(folder: Path) -> Path | None:
+    """The image processor's config in a Hugging Face folder: ``preprocessor_config.json``, or a full
+    processor's ``processor_config.json`` (transformers 5 nests the image processor's settings in it)."""
+    return next((folder / name for name in HF_PROCESSORS if (folder / name).is_file()), None)
+
+
+def _image_processor(path: Path) -> Any:
+    config = _load(path)
+    if isinstance(config, dict) and isinstance(config.get("image_processor"), dict):
+        return config["image_processor"]
+    return config
+
+
 def hf_normalization(path: Path) -> tuple[tuple[float, float, float], tuple[float, float, float], list[str]]:
     """(mean, std) in segtool's units from a Hugging Face image processor config, and notes."""
-    config = _load(path)
+    config = _image_processor(path)
     if not isinstance(config, dict):
         raise UsageError(f"{path}: not an image processor config (a JSON object)")
     factor = config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) else 1.0
@@ -113,7 +127,7 @@ def hf_normalization(path: Path) -> tuple[tuple[float, float, float], tuple[floa
 
 def hf_reduce_labels(path: Path) -> bool:
     """Whether a Hugging Face image processor config has ``do_reduce_labels`` (older: ``reduce_labels``) on."""
-    config = _load(path)
+    config = _image_processor(path)
     return isinstance(config, dict) and bool(config.get("do_reduce_labels", config.get("reduce_labels")))
 
 
@@ -163,11 +177,12 @@ def read_beside(source: Path) -> Found:
         names = hf_classes(folder / HF_CONFIG)
         if names is not None:
             found.classes, found.classes_from = names, f"{HF_CONFIG} (id2label)"
-    if (folder / HF_PROCESSOR).is_file():
-        found.mean, found.std, notes = hf_normalization(folder / HF_PROCESSOR)
-        found.reduce_labels = hf_reduce_labels(folder / HF_PROCESSOR)
+    processor = hf_processor(folder)
+    if processor is not None:
+        found.mean, found.std, notes = hf_normalization(processor)
+        found.reduce_labels = hf_reduce_labels(processor)
         found.channel_order = "RGB"
-        found.normalization_from = f"{HF_PROCESSOR} (image_mean, image_std, rescale_factor)"
+        found.normalization_from = f"{processor.name} (image_mean, image_std, rescale_factor)"
         found.notes += notes
     if found.classes is not None:
         found.notes.insert(0, f"classes: {len(found.classes)} from {found.classes_from}")

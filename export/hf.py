@@ -4,9 +4,12 @@ layout: ``config.json``, ``preprocessor_config.json``, the weights) -> the same 
 The network is ``transformers``' ``AutoModelForSemanticSegmentation`` read from the folder only
 (``local_files_only``: nothing is downloaded); its ``logits`` (SegFormer's are 1/4 of the input) go
 through segtool's graph wrapper like any ``package.module:callable``, so the parity gate compares
-the ONNX file with the Hugging Face forward itself. Class names come from ``config.json``'s
-``id2label`` and the normalization from ``preprocessor_config.json`` (``beside``), unless flags say
-otherwise. Needs the ``hf`` extra (``pip install 'segtool[hf]'``).
+the ONNX file with the Hugging Face forward itself. A query-based model (``QUERY_MODELS``:
+Mask2Former, MaskFormer, OneFormer) loads as ``AutoModelForUniversalSegmentation`` and goes in
+through ``hf_nets.QueryScores``, its image processor's semantic post-processing as graph ops.
+Class names come from ``config.json``'s ``id2label`` and the normalization from
+``preprocessor_config.json`` (``beside``), unless flags say otherwise. Needs the ``hf`` extra
+(``pip install 'segtool[hf]'``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from segtool.runtime.errors import UsageError
 
-from .beside import HF_CONFIG, HF_PROCESSOR, hf_classes, hf_normalization, hf_reduce_labels
+from .beside import HF_CONFIG, hf_classes, hf_normalization, hf_processor, hf_reduce_labels
 
 PREFIX = "hf:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -31,12 +34,15 @@ class QueryModel:
 
     processor: str  # transformers' image processor class, whose post_process_semantic_segmentation is the reference
     mask_size: tuple[int, int] | None
+    task: bool = False  # takes its task as text (OneFormer): "the task is semantic", tokenized by its processor
 
 
 QUERY_MODELS = {
     "mask2former": QueryModel("Mask2FormerImageProcessor", (384, 384)),
     "maskformer": QueryModel("MaskFormerImageProcessor", None),
+    "oneformer": QueryModel("OneFormerImageProcessor", None, task=True),
 }
+SEMANTIC_TASK = "the task is semantic"  # OneFormer's processor: f"the task is {task}"
 
 
 def is_hf_name(model: str) -> bool:
@@ -66,21 +72,22 @@ def hf_settings(model: str, settings: dict[str, Any]) -> tuple[dict[str, Any], l
     if settings.get("classes_file") is None and hf_classes(folder / HF_CONFIG) is not None:
         taken["classes_file"] = folder / HF_CONFIG
         notes.append(f"classes from {folder / HF_CONFIG} (id2label)")
-    if (folder / HF_PROCESSOR).is_file():
-        mean, std, more = hf_normalization(folder / HF_PROCESSOR)
+    processor = hf_processor(folder)
+    if processor is not None:
+        mean, std, more = hf_normalization(processor)
         for key, value in (("mean", mean), ("std", std)):
             if key not in settings:
                 taken[key] = value
         if "mean" not in settings or "std" not in settings:
-            notes.append(f"normalization from {folder / HF_PROCESSOR} (image_mean, image_std, rescale_factor)")
+            notes.append(f"normalization from {processor} (image_mean, image_std, rescale_factor)")
         notes += more
     return settings | taken, notes
 
 
 def hf_reduce_labels_of(model: str) -> bool:
     """Whether the folder's image processor reduced the labels in training (``do_reduce_labels``)."""
-    processor = hf_folder(model) / HF_PROCESSOR
-    return processor.is_file() and hf_reduce_labels(processor)
+    processor = hf_processor(hf_folder(model))
+    return processor is not None and hf_reduce_labels(processor)
 
 
 def _weights_identity(folder: Path, config: Any) -> dict:
@@ -134,7 +141,25 @@ def load_hf(model: str, seed: int = 0, random_weights: bool = False):
 
     if query is None:
         return LogitsOnly(net.eval()), identity
-    return QueryScores(net.eval(), query.mask_size, query.processor), identity
+    task = _task_tokens(folder, model) if query.task else None
+    return QueryScores(net.eval(), query.mask_size, query.processor, task), identity
+
+
+def _task_tokens(folder: Path, model: str):
+    """OneFormer's semantic task prompt as its processor tokenizes it: input ids times attention mask, [1, L]."""
+    import torch
+    import transformers
+
+    try:
+        processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+        tokens = processor.tokenizer([SEMANTIC_TASK], padding="max_length", max_length=processor.task_seq_length,
+                                     truncation=True)  # fmt: skip
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UsageError(f"--model {model}: OneFormer takes its task as text, and the folder's processor (its "
+                         f"tokenizer: tokenizer.json or vocab.json + merges.txt) does not load ({first})"
+                         ) from None  # fmt: skip
+    return torch.tensor(tokens["input_ids"]) * torch.tensor(tokens["attention_mask"])
 
 
 def check_post_processing(net, model: str, height: int = 96, width: int = 128) -> dict | None:
@@ -154,7 +179,7 @@ def check_post_processing(net, model: str, height: int = 96, width: int = 128) -
     torch.manual_seed(0)
     x = torch.randn(1, 3, height, width)
     with torch.no_grad():
-        expected = processor.post_process_semantic_segmentation(net.net(pixel_values=x),
+        expected = processor.post_process_semantic_segmentation(net.queries(x),
                                                                 target_sizes=[(height, width)])[0]  # fmt: skip
         scores = F.interpolate(net(x), size=(height, width), mode="bilinear", align_corners=False)
     agreement = float((scores.argmax(1)[0] == expected).float().mean())

@@ -26,16 +26,26 @@ class QueryScores(torch.nn.Module):
     """Per-pixel class scores of a query-based model, as its image processor's
     ``post_process_semantic_segmentation`` computes them: softmax over each query's classes without the
     null class, sigmoid over its mask, summed over queries (the einsum). The graph wrapper then
-    upsamples them to the input's size, as the processor does for ``target_sizes``."""
+    upsamples them to the input's size, as the processor does for ``target_sizes``. ``task``: OneFormer's
+    tokenized "the task is semantic" [1, L], a constant of the graph."""
 
-    def __init__(self, inner: torch.nn.Module, mask_size: tuple[int, int] | None, processor: str):
+    def __init__(
+        self, inner: torch.nn.Module, mask_size: tuple[int, int] | None, processor: str, task: torch.Tensor | None
+    ):
         super().__init__()
         self.net = inner
         self.mask_size = mask_size
         self.processor = processor  # the image processor class whose post-processing this is
+        self.register_buffer("task", task, persistent=False)
+
+    def queries(self, x: torch.Tensor):
+        """The model's own output (class_queries_logits, masks_queries_logits...)."""
+        if self.task is None:
+            return self.net(pixel_values=x)
+        return self.net(pixel_values=x, task_inputs=self.task.expand(x.shape[0], -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(pixel_values=x)
+        out = self.queries(x)
         masks = out.masks_queries_logits
         if self.mask_size is not None:
             masks = F.interpolate(masks, size=self.mask_size, mode="bilinear", align_corners=False)

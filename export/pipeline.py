@@ -27,7 +27,7 @@ from . import parity
 from .axes import fixed_axes
 from .classes import class_names_and_colours
 from .config import DEFAULT_MODEL, ExportConfig
-from .graph import Probe, SegmentationGraph, probe, to_onnx
+from .graph import Probe, SegmentationGraph, export_failure, probe, to_onnx
 from .hf import check_post_processing, hf_reduce_labels_of, is_hf_name, load_hf
 from .models import CallableSpec, format_call, get_spec, is_callable_name
 from .weights import (
@@ -102,7 +102,7 @@ def build_from_config(config: ExportConfig) -> tuple[SegmentationGraph, ModelMet
         },
         extra=extra,
     )
-    return graph.eval(), meta
+    return graph.eval().requires_grad_(False), meta  # never trained here (and FLOP counting hooks need it)
 
 
 def _count_flag(config: ExportConfig, names: tuple[str, ...] | None) -> int | None:
@@ -256,7 +256,11 @@ def export_model(
     finally:
         torch_log.setLevel(level)
     if proto is None:
-        proto = to_onnx(graph, batch=1)
+        try:
+            proto = to_onnx(graph, batch=1)
+        except Exception as exc:  # the exporter's own failure: one line, the model's fault, not the input's
+            raise ModelError(f"torch.onnx cannot export {meta.model} ({export_failure(exc)}); {output} was not "
+                             "written") from None  # fmt: skip
     proto.producer_name, proto.producer_version = "segtool", _version("segtool")
     proto.doc_string = f"{meta.model} ({meta.weights_label}) exported by segtool"
     progress("checking the graph (onnx.checker)")

@@ -558,6 +558,19 @@ def test_adopt_reads_hugging_face_configs_beside_the_model(tmp_path):
     assert Segmenter(tmp_path / "f.onnx", device="cpu").meta.mean == (0.485, 0.456, 0.406)
 
 
+def test_a_full_processors_processor_config_json_is_read_too(tmp_path):
+    """transformers 5 saves a processor with a tokenizer (OneFormer's) as processor_config.json, the image
+    processor's settings nested under "image_processor"."""
+    source = hf_folder(tmp_path / "hf", processor=None)
+    nested = {"processor_class": "OneFormerProcessor", "image_processor": HF_PROCESSOR | {"do_reduce_labels": True}}
+    (tmp_path / "hf" / "processor_config.json").write_text(json.dumps(nested))
+    proc = run_in_process("adopt", source)
+    assert proc.returncode == 0, proc.stderr
+    assert "normalization from processor_config.json" in proc.stderr
+    seg = Segmenter(tmp_path / "hf" / "model_segtool.onnx", device="cpu", warn_random=False)
+    assert seg.meta.mean == pytest.approx((0.5, 0.5, 0.5)) and seg.meta.extra["reduce_labels"] is True
+
+
 def test_classes_config_json_elsewhere_brings_its_processor(tmp_path):
     hf_folder(tmp_path / "hf")
     lone = hand_graph(tmp_path / "lone.onnx", classes=3)

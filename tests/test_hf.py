@@ -116,22 +116,53 @@ def tiny_upernet(folder: Path) -> Path:
     return folder
 
 
+def tiny_oneformer(folder: Path) -> Path:
+    """A random-init OneFormer (query-based, told its task in text) with a tiny CLIP tokenizer of single letters."""
+    torch.manual_seed(0)
+    backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1],
+                                         **STAGES)  # fmt: skip
+    sizes: dict[str, Any] = {"hidden_dim": 32, "conv_dim": 32, "mask_dim": 32, "encoder_feedforward_dim": 32,
+                             "dim_feedforward": 32, "num_queries": 6, "encoder_layers": 1, "decoder_layers": 2,
+                             "num_attention_heads": 2, "task_seq_len": 8, "text_encoder_context_length": 8,
+                             "text_encoder_width": 32, "text_encoder_num_layers": 1, "text_encoder_proj_layers": 1,
+                             "text_encoder_n_ctx": 2, "text_encoder_vocab_size": 64, **LABELS}  # fmt: skip
+    config = transformers.OneFormerConfig(backbone_config=backbone, **sizes)
+    transformers.OneFormerForUniversalSegmentation(config).save_pretrained(folder)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = letters + [c + "</w>" for c in letters] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({token: k for k, token in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    images = transformers.OneFormerImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3, num_text=2)
+    transformers.OneFormerProcessor(image_processor=images, tokenizer=tokenizer, max_seq_length=8,
+                                    task_seq_length=8).save_pretrained(folder)  # fmt: skip
+    return folder
+
+
 def hf_own_labels(folder: Path, image: np.ndarray, auto: Any) -> np.ndarray:
     """The Hugging Face way: its processor (no resize), the model, the processor's semantic post-processing."""
-    processor = transformers.AutoImageProcessor.from_pretrained(folder)
     model = auto.from_pretrained(folder).eval()
-    inputs = processor(images=image[:, :, ::-1].copy(), do_resize=False, return_tensors="pt")
+    rgb = image[:, :, ::-1].copy()
+    if model.config.model_type == "oneformer":  # told its task in text, through the full processor
+        processor = transformers.AutoProcessor.from_pretrained(folder)
+        inputs = processor(images=rgb, task_inputs=["semantic"], do_resize=False, return_tensors="pt")
+        given = {"pixel_values": inputs["pixel_values"], "task_inputs": inputs["task_inputs"]}
+    else:
+        processor = transformers.AutoImageProcessor.from_pretrained(folder)
+        given = {"pixel_values": processor(images=rgb, do_resize=False, return_tensors="pt")["pixel_values"]}
     with torch.no_grad():
-        outputs = model(pixel_values=inputs["pixel_values"])
+        outputs = model(**given)
     return processor.post_process_semantic_segmentation(outputs, target_sizes=[image.shape[:2]])[0].numpy()
 
 
-@pytest.mark.slow  # exports two networks with torch.onnx
-@pytest.mark.parametrize("kind", ["mask2former", "upernet"])
+@pytest.mark.slow  # exports three networks with torch.onnx
+@pytest.mark.parametrize("kind", ["mask2former", "oneformer", "upernet"])
 def test_query_and_pyramid_pooling_models_export_and_match_their_own_pipeline(tmp_path, kind):
-    """Mask2Former: the semantic post-processing is in the graph, checked against the processor's at export.
-    UperNet: its pyramid pooling (adaptive pools to 2, 3 and 6 bins) computed for each size, not the example's."""
+    """Mask2Former, OneFormer: the semantic post-processing is in the graph, checked against the processor's
+    at export (OneFormer's task prompt tokenized by its own processor). UperNet: its pyramid pooling
+    (adaptive pools to 2, 3 and 6 bins) computed for each size, not the example's."""
     build, auto = {"mask2former": (tiny_mask2former, transformers.AutoModelForUniversalSegmentation),
+                   "oneformer": (tiny_oneformer, transformers.AutoModelForUniversalSegmentation),
                    "upernet": (tiny_upernet, transformers.AutoModelForSemanticSegmentation)}[kind]  # fmt: skip
     folder = build(tmp_path / kind)
     out = tmp_path / f"{kind}.onnx"
@@ -139,9 +170,12 @@ def test_query_and_pyramid_pooling_models_export_and_match_their_own_pipeline(tm
     assert proc.returncode == 0, proc.stderr
     info = json.loads(run_in_process("info", out, "--json").stdout)
     assert info["classes"] == NAMES and info["verified"] is True
-    if kind == "mask2former":
+    if kind != "upernet":
         checked = info["extra"]["build"]["post_processing"]
-        assert checked["reference"] == "Mask2FormerImageProcessor.post_process_semantic_segmentation"
+        assert (
+            checked["reference"] == f"{type(transformers.AutoImageProcessor.from_pretrained(folder)).__name__}"
+            ".post_process_semantic_segmentation"
+        )
         assert checked["argmax_agreement"] >= 0.999
     for height, width in ((96, 128), (160, 224)):  # sizes the processor does not pad (multiples of 32)
         image = scene(height, width, seed=height)
