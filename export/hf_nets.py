@@ -40,9 +40,10 @@ class QueryScores(torch.nn.Module):
 
     def queries(self, x: torch.Tensor):
         """The model's own output (class_queries_logits, masks_queries_logits...)."""
-        if self.task is None:
+        task: torch.Tensor | None = self.task  # type: ignore[assignment]  # a buffer, or None
+        if task is None:
             return self.net(pixel_values=x)
-        return self.net(pixel_values=x, task_inputs=self.task.expand(x.shape[0], -1))
+        return self.net(pixel_values=x, task_inputs=task.expand(x.shape[0], -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.queries(x)
