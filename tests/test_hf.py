@@ -187,3 +187,18 @@ def test_query_and_pyramid_pooling_models_export_and_match_their_own_pipeline(tm
 
         labels = np.array(Image.open(tmp_path / "pics" / f"p{height}_labels.png"))
         assert np.mean(labels == hf_own_labels(folder, image, auto)) >= 0.999
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ({"id2label": {"0": "sky", "one": "road"}}, "id2label key 'one' is not an integer class index"),
+        ({"id2label": {"0": "sky", "1": "road"}, "num_labels": 3}, "num_labels is 3 but id2label names 2 classes"),
+    ],
+)
+def test_a_bad_config_json_in_the_folder_is_one_line(tmp_path, config, needle):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({"model_type": "segformer"} | config))
+    proc = run_in_process("export", "--model", f"hf:{tmp_path / 'bad'}", "-o", tmp_path / "x.onnx")
+    assert_clean_failure(proc, 2, needle)
+    assert not (tmp_path / "x.onnx").exists()
