@@ -118,6 +118,21 @@ def tiny_upernet(folder: Path) -> Path:
     return folder
 
 
+def tiny_maskformer(folder: Path) -> Path:
+    """A random-init MaskFormer (query-based; a DETR decoder), tiny sizes."""
+    torch.manual_seed(0)
+    backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1],
+                                         **STAGES)  # fmt: skip
+    decoder = transformers.DetrConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                      decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                                      num_queries=5)  # fmt: skip
+    sizes: dict[str, Any] = {"fpn_feature_size": 32, "mask_feature_size": 32, **LABELS}
+    config = transformers.MaskFormerConfig(backbone_config=backbone, decoder_config=decoder, **sizes)
+    transformers.MaskFormerForInstanceSegmentation(config).save_pretrained(folder)
+    transformers.MaskFormerImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    return folder
+
+
 def tiny_oneformer(folder: Path) -> Path:
     """A random-init OneFormer (query-based, told its task in text) with a tiny CLIP tokenizer of single letters."""
     torch.manual_seed(0)
@@ -159,13 +174,14 @@ def hf_own(folder: Path, image: np.ndarray, auto: Any) -> Any:
                                                         return_segmentation_scores=True)[0]  # fmt: skip
 
 
-@pytest.mark.slow  # exports three networks with torch.onnx
-@pytest.mark.parametrize("kind", ["mask2former", "oneformer", "upernet"])
+@pytest.mark.slow  # exports four networks with torch.onnx
+@pytest.mark.parametrize("kind", ["mask2former", "maskformer", "oneformer", "upernet"])
 def test_query_and_pyramid_pooling_models_export_and_match_their_own_pipeline(tmp_path, kind):
-    """Mask2Former, OneFormer: the semantic post-processing is in the graph, checked against the processor's
+    """Mask2Former, MaskFormer, OneFormer: the semantic post-processing is in the graph, checked against the processor's
     at export (OneFormer's task prompt tokenized by its own processor). UperNet: its pyramid pooling
     (adaptive pools to 2, 3 and 6 bins) computed for each size, not the example's."""
     build, auto = {"mask2former": (tiny_mask2former, transformers.AutoModelForUniversalSegmentation),
+                   "maskformer": (tiny_maskformer, transformers.AutoModelForUniversalSegmentation),
                    "oneformer": (tiny_oneformer, transformers.AutoModelForUniversalSegmentation),
                    "upernet": (tiny_upernet, transformers.AutoModelForSemanticSegmentation)}[kind]  # fmt: skip
     folder = build(tmp_path / kind)
