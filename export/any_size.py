@@ -45,11 +45,13 @@ def averaging(size, bins: int, like: torch.Tensor) -> torch.Tensor:
 def adaptive_avg_pool2d(x: torch.Tensor, output_size) -> torch.Tensor:
     """``F.adaptive_avg_pool2d`` for any input size; a global pool (1x1) or a ``None`` side as PyTorch's."""
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    if None in size or size == (1, 1):
-        return F.adaptive_avg_pool2d(x, output_size)
-    rows = averaging(x.shape[-2], size[0], x)
-    cols = averaging(x.shape[-1], size[1], x)
-    return rows @ x @ cols.transpose(0, 1)
+    size = tuple(x.shape[-2 + k] if side is None else side for k, side in enumerate(size))  # None: the input's
+    if size == (1, 1):
+        return F.adaptive_avg_pool2d(x, 1)
+    exact = x.float()  # the averaging weights (1/3...) in float32 whatever x is
+    rows = averaging(x.shape[-2], size[0], exact)
+    cols = averaging(x.shape[-1], size[1], exact)
+    return (rows @ exact @ cols.transpose(0, 1)).to(x.dtype)
 
 
 class AnySize(torch.overrides.TorchFunctionMode):
@@ -59,8 +61,11 @@ class AnySize(torch.overrides.TorchFunctionMode):
             return adaptive_avg_pool2d(*args, **kwargs)
         if func is torch.as_tensor and args and _symbolic(args[0]):
             return _stack(args[0], kwargs.get("dtype") or torch.long).to(kwargs.get("device"))
-        if func is torch.linspace and len(args) >= 3 and isinstance(args[2], torch.SymInt):
-            start, end, steps = args[:3]
-            ramp = torch.arange(steps, dtype=kwargs.get("dtype") or torch.float32, device=kwargs.get("device"))
-            return start + ramp * ((end - start) / torch.sym_max(steps - 1, 1))
+        if func is torch.linspace:
+            named = dict(zip(("start", "end", "steps"), args)) | kwargs
+            steps = named.get("steps")
+            if isinstance(steps, torch.SymInt):
+                kind = named.get("dtype") or torch.get_default_dtype()
+                ramp = torch.arange(steps, dtype=kind, device=named.get("device"))
+                return named["start"] + ramp * ((named["end"] - named["start"]) / torch.sym_max(steps - 1, 1))
         return func(*args, **kwargs)

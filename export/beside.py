@@ -86,7 +86,12 @@ def hf_classes(path: Path) -> tuple[str, ...] | None:
 def hf_processor(folder: Path) -> Path | None:
     """The image processor's config in a Hugging Face folder: ``preprocessor_config.json``, or a full
     processor's ``processor_config.json`` (transformers 5 nests the image processor's settings in it)."""
-    return next((folder / name for name in HF_PROCESSORS if (folder / name).is_file()), None)
+    if (folder / HF_PROCESSOR).is_file():
+        return folder / HF_PROCESSOR
+    full = folder / HF_PROCESSORS[1]
+    if full.is_file() and isinstance(_load(full), dict) and isinstance(_load(full).get("image_processor"), dict):
+        return full
+    return None
 
 
 def _image_processor(path: Path) -> Any:

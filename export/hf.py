@@ -141,19 +141,20 @@ def load_hf(model: str, seed: int = 0, random_weights: bool = False):
 
     if query is None:
         return LogitsOnly(net.eval()), identity
-    task = _task_tokens(folder, model) if query.task else None
+    task = _task_tokens(folder, model, int(config.task_seq_len)) if query.task else None
     return QueryScores(net.eval(), query.mask_size, query.processor, task), identity
 
 
-def _task_tokens(folder: Path, model: str):
-    """OneFormer's semantic task prompt as its processor tokenizes it: input ids times attention mask, [1, L]."""
+def _task_tokens(folder: Path, model: str, length: int):
+    """OneFormer's semantic task prompt as its processor tokenizes it: input ids times attention mask,
+    [1, length] (the model's ``task_seq_len``). Only the tokenizer is loaded: OneFormer's image processor
+    reads class-info files, from the hub where they are not local."""
     import torch
     import transformers
 
     try:
-        processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
-        tokens = processor.tokenizer([SEMANTIC_TASK], padding="max_length", max_length=processor.task_seq_length,
-                                     truncation=True)  # fmt: skip
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tokens = tokenizer([SEMANTIC_TASK], padding="max_length", max_length=length, truncation=True)
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise UsageError(f"--model {model}: OneFormer takes its task as text, and the folder's processor (its "
@@ -175,7 +176,8 @@ def check_post_processing(net, model: str, height: int = 96, width: int = 128) -
     processor_name = getattr(net, "processor", None)
     if processor_name is None:
         return None
-    processor = getattr(transformers, processor_name)()  # the post-processing reads none of its settings
+    kind = getattr(transformers, processor_name)
+    processor = kind.__new__(kind)  # its post-processing reads no settings; __init__ may read files (OneFormer's)
     torch.manual_seed(0)
     x = torch.randn(1, 3, height, width)
     with torch.no_grad():

@@ -249,18 +249,20 @@ def export_model(
     torch_log = logging.getLogger("torch")
     level = torch_log.level
     torch_log.setLevel(logging.CRITICAL)  # a failed first try logs torch's guard tracebacks
+    first_failure: Exception | None = None
     try:
         proto = to_onnx(graph)
-    except Exception:  # a network that cannot take a batch of two: exported as before; the axis check names it
-        proto = None
+    except Exception as exc:  # a network that cannot take a batch of two: exported as before; the axis check names it
+        proto, first_failure = None, exc
     finally:
         torch_log.setLevel(level)
     if proto is None:
         try:
             proto = to_onnx(graph, batch=1)
-        except Exception as exc:  # the exporter's own failure: one line, the model's fault, not the input's
-            raise ModelError(f"torch.onnx cannot export {meta.model} ({export_failure(exc)}); {output} was not "
-                             "written") from None  # fmt: skip
+        except Exception:  # the exporter's own failure: one line (the first try's), the model's fault, not the input's
+            assert first_failure is not None
+            why = export_failure(first_failure)
+            raise ModelError(f"torch.onnx cannot export {meta.model} ({why}); {output} was not written") from None
     proto.producer_name, proto.producer_version = "segtool", _version("segtool")
     proto.doc_string = f"{meta.model} ({meta.weights_label}) exported by segtool"
     progress("checking the graph (onnx.checker)")

@@ -15,7 +15,7 @@ from segtool.export.any_size import AnySize
 from segtool.export.graph import SegmentationGraph, to_onnx
 
 
-@pytest.mark.parametrize("bins", [1, 2, 3, 6, (2, 5)])
+@pytest.mark.parametrize("bins", [1, 2, 3, 6, (2, 5), (None, 3)])
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 7), (6, 6), (13, 29), (64, 96)])
 def test_adaptive_pooling_has_pytorchs_bins_at_every_size(bins, size):
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(sum(size)))
@@ -29,9 +29,10 @@ class SizeDependent(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
-        pooled = F.interpolate(torch.nn.AdaptiveAvgPool2d(3)(x), size=(height, width), mode="nearest")
+        pooled = F.interpolate(torch.nn.AdaptiveAvgPool2d((None, 3))(x), size=(height, width), mode="nearest")
+        pooled = pooled + F.interpolate(torch.nn.AdaptiveAvgPool2d(3)(x), size=(height, width), mode="nearest")
         sizes = torch.as_tensor([(height, width)], dtype=torch.long).to(x.dtype)  # [[H, W]]
-        ramp = torch.linspace(0.5, height - 0.5, height, dtype=x.dtype)[None, None, :, None]
+        ramp = torch.linspace(0.5, height - 0.5, steps=height, dtype=x.dtype)[None, None, :, None]
         return pooled + ramp / sizes[0, 0] + x * sizes[0, 1] / 100
 
 

@@ -148,3 +148,10 @@ def test_reduce_labels_recorded_by_adopt_is_applied_by_eval(tmp_path):
     )
     assert as_written.returncode == 0 and "reduce_labels off (--no-reduce-labels)" in as_written.stderr
     assert json.loads(as_written.stdout)["pixel_accuracy"] < 0.5  # every index one too high
+    # an RGB mask in the model's own colours holds the model's classes already: not reduced again
+    truth = predicted(adopted, root)
+    colours = Segmenter(adopted, device="cpu", warn_random=False).meta.palette
+    (root / "SegmentationClass" / "one.png").write_bytes(png(np.asarray(colours, np.uint8)[truth], "RGB"))
+    coloured = run_in_process("eval", adopted, "--data", root, "--resize", "none", "--json", "--device", "cpu")
+    assert coloured.returncode == 0, coloured.stderr
+    assert json.loads(coloured.stdout)["pixel_accuracy"] == 1.0

@@ -56,13 +56,20 @@ class ConfusionMatrix:
         return float(np.trace(self.matrix) / total) if total else float("nan")
 
 
-def read_mask(path: Path, palette: np.ndarray | None = None) -> np.ndarray:
+def reduce_labels(mask: np.ndarray) -> np.ndarray:
+    """Hugging Face's ``do_reduce_labels`` (mmseg's ``reduce_zero_label``): 0 becomes 255 (ignored), every
+    other class index goes down by one; 255 stays ignored."""
+    return np.where((mask == 0) | (mask == VOC_IGNORE_INDEX), VOC_IGNORE_INDEX, mask - 1)
+
+
+def read_mask(path: Path, palette: np.ndarray | None = None, reduce: bool = False) -> np.ndarray:
     """A ground-truth mask PNG -> class indices (int64; 255 = ignore).
 
     A paletted PNG holds the class index in each pixel, as VOC's SegmentationClass files and
     segtool's own ``*_labels.png`` do: the palette is for display only and never read. An 8- or
-    16-bit greyscale PNG holds indices too. An RGB(A) mask is mapped through ``palette`` (the
-    model's class colours, RGB), with VOC's void colour (224, 224, 192) as 255."""
+    16-bit greyscale PNG holds indices too (``reduce``: the dataset's, put through ``reduce_labels``).
+    An RGB(A) mask is mapped through ``palette`` (the model's class colours, RGB, so already the
+    model's classes: never reduced), with VOC's void colour (224, 224, 192) as 255."""
     data = read_bytes(path)
     try:
         with Image.open(io.BytesIO(data)) as picture:
@@ -73,7 +80,7 @@ def read_mask(path: Path, palette: np.ndarray | None = None) -> np.ndarray:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: not a readable mask image ({exc})") from None
     if mask.ndim == 2:
-        return mask.astype(np.int64)
+        return reduce_labels(mask.astype(np.int64)) if reduce else mask.astype(np.int64)
     if palette is None:
         raise InputError(f"{path}: an RGB mask needs the model's palette to map colours to classes")
     colours = np.concatenate([np.asarray(palette, np.int64).reshape(-1, 3), voc_colormap()[VOC_IGNORE_INDEX:]])
@@ -121,12 +128,6 @@ def resize_short_side(image: np.ndarray, short: int, interpolation: int) -> np.n
     return image if size == (w, h) else cv2.resize(image, size, interpolation=interpolation)
 
 
-def reduce_labels(mask: np.ndarray) -> np.ndarray:
-    """Hugging Face's ``do_reduce_labels`` (mmseg's ``reduce_zero_label``): 0 becomes 255 (ignored), every
-    other class index goes down by one; 255 stays ignored."""
-    return np.where((mask == 0) | (mask == VOC_IGNORE_INDEX), VOC_IGNORE_INDEX, mask - 1)
-
-
 def load_pair(
     sample: VocSample, num_classes: int, resize: int | None, palette: np.ndarray | None = None, reduce: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -134,9 +135,7 @@ def load_pair(
     if not sample.mask.is_file():
         raise InputError(f"{sample.id}: no mask {sample.mask}")
     image = read_image(sample.image)
-    mask = read_mask(sample.mask, palette)
-    if reduce:
-        mask = reduce_labels(mask)
+    mask = read_mask(sample.mask, palette, reduce)
     if mask.shape != image.shape[:2]:
         raise InputError(
             f"{sample.id}: mask is {mask.shape[1]}x{mask.shape[0]} but image is {image.shape[1]}x{image.shape[0]}"
