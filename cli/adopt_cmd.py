@@ -137,9 +137,21 @@ def adopt(
     def progress(step: str) -> None:
         say(f"adopt: {step}", to_stderr=True)
 
-    result = stage.adopt_model(model, names, colours, mean_3, std_3, order, output, name, logits, progress=progress,
-                               classes_from=classes_from, read_from=notes,
-                               reduce_labels=found.reduce_labels)  # fmt: skip
+    result = stage.adopt_model(
+        model,
+        names,
+        colours,
+        mean_3,
+        std_3,
+        order,
+        output,
+        name,
+        logits,
+        progress=progress,
+        classes_from=classes_from,
+        read_from=notes,
+        reduce_labels=found.reduce_labels,
+    )
     meta = result.meta
     size = model_bytes(result.path) / 1e6
     data = f" + {', '.join(p.name for p in result.data_files)}" if result.data_files else ", self-contained"

@@ -57,8 +57,11 @@ def eval_model(
     reduce = recorded if reduce_labels is None else reduce_labels
     if reduce or recorded:
         why = "the model file records it" if reduce_labels is None else f"--{'' if reduce else 'no-'}reduce-labels"
-        say(f"masks: reduce_labels {'on' if reduce else 'off'} ({why}): "
-            + ("0 ignored, other indices down by one" if reduce else "indices as written"), to_stderr=True)  # fmt: skip
+        say(
+            f"masks: reduce_labels {'on' if reduce else 'off'} ({why}): "
+            + ("0 ignored, other indices down by one" if reduce else "indices as written"),
+            to_stderr=True,
+        )
     with Progress(console=err, disable=json_out) as progress:
         task = progress.add_task("eval", total=len(samples))
         result = evaluate(seg, samples, short, strict, on_image=lambda _: progress.advance(task), reduce=reduce)

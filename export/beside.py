@@ -89,9 +89,10 @@ def hf_processor(folder: Path) -> Path | None:
     if (folder / HF_PROCESSOR).is_file():
         return folder / HF_PROCESSOR
     full = folder / HF_PROCESSORS[1]
-    if full.is_file() and isinstance(_load(full), dict) and isinstance(_load(full).get("image_processor"), dict):
-        return full
-    return None
+    if not full.is_file():
+        return None
+    config = _load(full)
+    return full if isinstance(config, dict) and isinstance(config.get("image_processor"), dict) else None
 
 
 def _image_processor(path: Path) -> Any:

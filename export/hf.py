@@ -157,9 +157,10 @@ def _task_tokens(folder: Path, model: str, length: int):
         tokens = tokenizer([SEMANTIC_TASK], padding="max_length", max_length=length, truncation=True)
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise UsageError(f"--model {model}: OneFormer takes its task as text, and the folder's processor (its "
-                         f"tokenizer: tokenizer.json or vocab.json + merges.txt) does not load ({first})"
-                         ) from None  # fmt: skip
+        raise UsageError(
+            f"--model {model}: OneFormer takes its task as text, and the folder's processor (its "
+            f"tokenizer: tokenizer.json or vocab.json + merges.txt) does not load ({first})"
+        ) from None
     return torch.tensor(tokens["input_ids"]) * torch.tensor(tokens["attention_mask"])
 
 
@@ -181,12 +182,14 @@ def check_post_processing(net, model: str, height: int = 96, width: int = 128) -
     torch.manual_seed(0)
     x = torch.randn(1, 3, height, width)
     with torch.no_grad():
-        expected = processor.post_process_semantic_segmentation(net.queries(x),
-                                                                target_sizes=[(height, width)])[0]  # fmt: skip
+        expected = processor.post_process_semantic_segmentation(net.queries(x), target_sizes=[(height, width)])[0]
         scores = F.interpolate(net(x), size=(height, width), mode="bilinear", align_corners=False)
     agreement = float((scores.argmax(1)[0] == expected).float().mean())
-    record = {"reference": f"{processor_name}.post_process_semantic_segmentation",
-              "shape": [1, 3, height, width], "argmax_agreement": agreement}  # fmt: skip
+    record = {
+        "reference": f"{processor_name}.post_process_semantic_segmentation",
+        "shape": [1, 3, height, width],
+        "argmax_agreement": agreement,
+    }
     if agreement < 0.999:
         raise ModelError(
             f"{model}: segtool's semantic post-processing agrees with {record['reference']} on only "

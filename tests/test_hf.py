@@ -21,8 +21,11 @@ from conftest import assert_clean_failure, run_in_process, scene
 from segtool.runtime import Segmenter
 
 NAMES = ["sky", "road", "car"]
-LABELS: dict[str, Any] = {"num_labels": 3, "id2label": dict(enumerate(NAMES)),
-                          "label2id": {n: k for k, n in enumerate(NAMES)}}  # fmt: skip
+LABELS: dict[str, Any] = {
+    "num_labels": 3,
+    "id2label": dict(enumerate(NAMES)),
+    "label2id": {n: k for k, n in enumerate(NAMES)},
+}
 STAGES: dict[str, Any] = {"out_features": ["stage1", "stage2", "stage3", "stage4"]}  # a backbone's four outputs
 
 
@@ -95,11 +98,19 @@ def test_a_folder_without_config_json_is_one_line(tmp_path):
 def tiny_mask2former(folder: Path) -> Path:
     """A random-init Mask2Former (query-based: class and mask queries, no per-pixel logits), tiny sizes."""
     torch.manual_seed(0)
-    backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1],
-                                         **STAGES)  # fmt: skip
-    sizes: dict[str, Any] = {"feature_size": 32, "mask_feature_size": 32, "hidden_dim": 32,
-                             "encoder_feedforward_dim": 32, "dim_feedforward": 32, "num_queries": 5,
-                             "encoder_layers": 1, "decoder_layers": 2, "num_attention_heads": 2, **LABELS}  # fmt: skip
+    backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1], **STAGES)
+    sizes: dict[str, Any] = {
+        "feature_size": 32,
+        "mask_feature_size": 32,
+        "hidden_dim": 32,
+        "encoder_feedforward_dim": 32,
+        "dim_feedforward": 32,
+        "num_queries": 5,
+        "encoder_layers": 1,
+        "decoder_layers": 2,
+        "num_attention_heads": 2,
+        **LABELS,
+    }
     config = transformers.Mask2FormerConfig(backbone_config=backbone, **sizes)
     transformers.Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
     transformers.Mask2FormerImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
@@ -109,8 +120,7 @@ def tiny_mask2former(folder: Path) -> Path:
 def tiny_upernet(folder: Path) -> Path:
     """A random-init UperNet on ConvNeXt (pyramid pooling to 1, 2, 3 and 6 bins), tiny sizes."""
     torch.manual_seed(0)
-    backbone = transformers.ConvNextConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1],
-                                           **STAGES)  # fmt: skip
+    backbone = transformers.ConvNextConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], **STAGES)
     sizes: dict[str, Any] = {"hidden_size": 16, "auxiliary_in_channels": 16, "auxiliary_channels": 8, **LABELS}
     config = transformers.UperNetConfig(backbone_config=backbone, **sizes)
     transformers.UperNetForSemanticSegmentation(config).save_pretrained(folder)
@@ -121,11 +131,17 @@ def tiny_upernet(folder: Path) -> Path:
 def tiny_maskformer(folder: Path) -> Path:
     """A random-init MaskFormer (query-based; a DETR decoder), tiny sizes."""
     torch.manual_seed(0)
-    backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1],
-                                         **STAGES)  # fmt: skip
-    decoder = transformers.DetrConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                                      decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                                      num_queries=5)  # fmt: skip
+    backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1], **STAGES)
+    decoder = transformers.DetrConfig(
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_queries=5,
+    )
     sizes: dict[str, Any] = {"fpn_feature_size": 32, "mask_feature_size": 32, **LABELS}
     config = transformers.MaskFormerConfig(backbone_config=backbone, decoder_config=decoder, **sizes)
     transformers.MaskFormerForInstanceSegmentation(config).save_pretrained(folder)
@@ -136,13 +152,26 @@ def tiny_maskformer(folder: Path) -> Path:
 def tiny_oneformer(folder: Path) -> Path:
     """A random-init OneFormer (query-based, told its task in text) with a tiny CLIP tokenizer of single letters."""
     torch.manual_seed(0)
-    backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1],
-                                         **STAGES)  # fmt: skip
-    sizes: dict[str, Any] = {"hidden_dim": 32, "conv_dim": 32, "mask_dim": 32, "encoder_feedforward_dim": 32,
-                             "dim_feedforward": 32, "num_queries": 6, "encoder_layers": 1, "decoder_layers": 2,
-                             "num_attention_heads": 2, "task_seq_len": 8, "text_encoder_context_length": 8,
-                             "text_encoder_width": 32, "text_encoder_num_layers": 1, "text_encoder_proj_layers": 1,
-                             "text_encoder_n_ctx": 2, "text_encoder_vocab_size": 64, **LABELS}  # fmt: skip
+    backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1], **STAGES)
+    sizes: dict[str, Any] = {
+        "hidden_dim": 32,
+        "conv_dim": 32,
+        "mask_dim": 32,
+        "encoder_feedforward_dim": 32,
+        "dim_feedforward": 32,
+        "num_queries": 6,
+        "encoder_layers": 1,
+        "decoder_layers": 2,
+        "num_attention_heads": 2,
+        "task_seq_len": 8,
+        "text_encoder_context_length": 8,
+        "text_encoder_width": 32,
+        "text_encoder_num_layers": 1,
+        "text_encoder_proj_layers": 1,
+        "text_encoder_n_ctx": 2,
+        "text_encoder_vocab_size": 64,
+        **LABELS,
+    }
     config = transformers.OneFormerConfig(backbone_config=backbone, **sizes)
     transformers.OneFormerForUniversalSegmentation(config).save_pretrained(folder)
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
@@ -151,8 +180,9 @@ def tiny_oneformer(folder: Path) -> Path:
     (folder / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     images = transformers.OneFormerImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3, num_text=2)
-    transformers.OneFormerProcessor(image_processor=images, tokenizer=tokenizer, max_seq_length=8,
-                                    task_seq_length=8).save_pretrained(folder)  # fmt: skip
+    transformers.OneFormerProcessor(
+        image_processor=images, tokenizer=tokenizer, max_seq_length=8, task_seq_length=8
+    ).save_pretrained(folder)
     return folder
 
 
@@ -170,8 +200,9 @@ def hf_own(folder: Path, image: np.ndarray, auto: Any) -> Any:
         given = {"pixel_values": processor(images=rgb, do_resize=False, return_tensors="pt")["pixel_values"]}
     with torch.no_grad():
         outputs = model(**given)
-    return processor.post_process_semantic_segmentation(outputs, target_sizes=[image.shape[:2]],
-                                                        return_segmentation_scores=True)[0]  # fmt: skip
+    return processor.post_process_semantic_segmentation(
+        outputs, target_sizes=[image.shape[:2]], return_segmentation_scores=True
+    )[0]
 
 
 @pytest.mark.slow  # exports four networks with torch.onnx
@@ -180,10 +211,12 @@ def test_query_and_pyramid_pooling_models_export_and_match_their_own_pipeline(tm
     """Mask2Former, MaskFormer, OneFormer: the semantic post-processing is in the graph, checked against the processor's
     at export (OneFormer's task prompt tokenized by its own processor). UperNet: its pyramid pooling
     (adaptive pools to 2, 3 and 6 bins) computed for each size, not the example's."""
-    build, auto = {"mask2former": (tiny_mask2former, transformers.AutoModelForUniversalSegmentation),
-                   "maskformer": (tiny_maskformer, transformers.AutoModelForUniversalSegmentation),
-                   "oneformer": (tiny_oneformer, transformers.AutoModelForUniversalSegmentation),
-                   "upernet": (tiny_upernet, transformers.AutoModelForSemanticSegmentation)}[kind]  # fmt: skip
+    build, auto = {
+        "mask2former": (tiny_mask2former, transformers.AutoModelForUniversalSegmentation),
+        "maskformer": (tiny_maskformer, transformers.AutoModelForUniversalSegmentation),
+        "oneformer": (tiny_oneformer, transformers.AutoModelForUniversalSegmentation),
+        "upernet": (tiny_upernet, transformers.AutoModelForSemanticSegmentation),
+    }[kind]
     folder = build(tmp_path / kind)
     out = tmp_path / f"{kind}.onnx"
     proc = run_in_process("export", "--model", f"hf:{folder}", "-o", out, "--no-agreements")
@@ -200,8 +233,9 @@ def test_query_and_pyramid_pooling_models_export_and_match_their_own_pipeline(tm
     for height, width in ((96, 128), (160, 224)):  # sizes the processor does not pad (multiples of 32)
         image = scene(height, width, seed=height)
         cv2.imwrite(str(tmp_path / f"p{height}.png"), image)
-        ran = run_in_process("run", tmp_path / f"p{height}.png", "--model", out, "--out", tmp_path / "pics",
-                             "--device", "cpu")  # fmt: skip
+        ran = run_in_process(
+            "run", tmp_path / f"p{height}.png", "--model", out, "--out", tmp_path / "pics", "--device", "cpu"
+        )
         assert ran.returncode == 0, ran.stderr
         from PIL import Image
 

@@ -406,8 +406,17 @@ class NoOnnxOp(FixedBatch):
 def test_an_export_that_fixes_the_batch_is_refused_in_one_line(tmp_path):
     write(tmp_path / "segtool_test_fixedbatch.py", FIXED_BATCH)
     out = tmp_path / "fixed.onnx"
-    proc = run_in_process("export", "--model", "segtool_test_fixedbatch:FixedBatch", "--weights", "random",
-                          "--no-agreements", "-o", out, cwd=tmp_path)  # fmt: skip
+    proc = run_in_process(
+        "export",
+        "--model",
+        "segtool_test_fixedbatch:FixedBatch",
+        "--weights",
+        "random",
+        "--no-agreements",
+        "-o",
+        out,
+        cwd=tmp_path,
+    )
     assert_clean_failure(proc, 2, "the export fixed the batch axis", "at 1", "was not written")
     assert not out.exists()
 
@@ -415,10 +424,24 @@ def test_an_export_that_fixes_the_batch_is_refused_in_one_line(tmp_path):
 def test_a_network_torch_onnx_cannot_export_is_one_line_naming_the_op(tmp_path):
     write(tmp_path / "segtool_test_fixedbatch.py", FIXED_BATCH)
     out = tmp_path / "svd.onnx"
-    proc = run_in_process("export", "--model", "segtool_test_fixedbatch:NoOnnxOp", "--weights", "random",
-                          "--no-agreements", "-o", out, cwd=tmp_path)  # fmt: skip
-    assert_clean_failure(proc, 2, "torch.onnx cannot export segtool_test_fixedbatch:NoOnnxOp",
-                         "No ONNX function found for aten._linalg_svd", "was not written")  # fmt: skip
+    proc = run_in_process(
+        "export",
+        "--model",
+        "segtool_test_fixedbatch:NoOnnxOp",
+        "--weights",
+        "random",
+        "--no-agreements",
+        "-o",
+        out,
+        cwd=tmp_path,
+    )
+    assert_clean_failure(
+        proc,
+        2,
+        "torch.onnx cannot export segtool_test_fixedbatch:NoOnnxOp",
+        "No ONNX function found for aten._linalg_svd",
+        "was not written",
+    )
     assert not out.exists()
 
 
