@@ -571,6 +571,16 @@ def test_a_full_processors_processor_config_json_is_read_too(tmp_path):
     assert seg.meta.mean == pytest.approx((0.5, 0.5, 0.5)) and seg.meta.extra["reduce_labels"] is True
 
 
+def test_a_processor_config_json_without_an_image_processor_is_no_normalization(tmp_path):
+    source = hf_folder(tmp_path / "hf", processor=None)
+    (tmp_path / "hf" / "processor_config.json").write_text(json.dumps({"processor_class": "SomeTextProcessor"}))
+    proc = run_in_process("adopt", source)
+    assert proc.returncode == 0, proc.stderr
+    assert "normalization: ImageNet's" in proc.stderr
+    seg = Segmenter(tmp_path / "hf" / "model_segtool.onnx", device="cpu", warn_random=False)
+    assert seg.meta.mean == pytest.approx((0.485, 0.456, 0.406))
+
+
 def test_classes_config_json_elsewhere_brings_its_processor(tmp_path):
     hf_folder(tmp_path / "hf")
     lone = hand_graph(tmp_path / "lone.onnx", classes=3)

@@ -262,3 +262,19 @@ def test_a_bad_config_json_in_the_folder_is_one_line(tmp_path, config, needle):
     proc = run_in_process("export", "--model", f"hf:{tmp_path / 'bad'}", "-o", tmp_path / "x.onnx")
     assert_clean_failure(proc, 2, needle)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_oneformer_prompt_needs_only_the_tokenizer(tmp_path, monkeypatch):
+    """OneFormer's image processor reads class-info files (from the hub when not local): the export takes
+    the task prompt from the tokenizer alone, the same tokens the processor gives."""
+    from segtool.export.hf import load_hf
+
+    folder = tiny_oneformer(tmp_path / "oneformer")
+    processor = transformers.AutoProcessor.from_pretrained(folder)
+    expected = processor(images=[np.zeros((8, 8, 3), np.uint8)], task_inputs=["semantic"], return_tensors="pt")
+    settings = json.loads((folder / "processor_config.json").read_text())
+    settings["image_processor"] |= {"class_info_file": "not_here.json", "repo_path": "shi-labs/oneformer_demo"}
+    (folder / "processor_config.json").write_text(json.dumps(settings))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    net, _ = load_hf(f"hf:{folder}")
+    assert torch.equal(net.task, expected["task_inputs"])
